@@ -1,0 +1,473 @@
+//! The JSON API under `/api/v1`, the health checks and `/metrics`, as one `Router` built by
+//! `router(state)` so that tests drive it without a socket.
+//!
+//! Connections are the config file's, read-only; a connection's credential is shown only as its
+//! kind, never its value. Every route under `/api/v1` needs a bearer token (`auth`); the health
+//! checks and the metrics are open, for load balancers and Prometheus.
+
+mod auth;
+mod error;
+mod openapi;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub use auth::{TokenError, create_token};
+pub use error::{ApiError, Code};
+
+use entra_sync_core::explain;
+
+use crate::clock;
+use crate::config::{Connection, SecretSource};
+use crate::graph::permissions;
+use crate::serve::{RunFailed, RunRefused, Runner};
+use crate::store::{Store, Trigger, UserRecord};
+use crate::sync::{self, ApproveError, RunOptions, SyncError};
+use crate::targets::Target;
+use crate::targets::directory::Directory;
+
+/// Runs a list answers when the query gives no `limit`, and the most it answers.
+const DEFAULT_RUNS: i64 = 100;
+const MAX_RUNS: i64 = 1_000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub runner: Arc<Runner>,
+}
+
+/// The service's HTTP routes.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/connections", get(list_connections))
+        .route("/connections/{name}", get(get_connection))
+        .route("/connections/{name}/sync", post(sync_now))
+        .route("/connections/{name}/test", post(test_connection))
+        .route("/runs", get(list_runs))
+        .route("/runs/{id}", get(get_run))
+        .route("/runs/{id}/actions", get(run_actions))
+        .route("/runs/{id}/approve", post(approve_run))
+        .route("/users", get(list_users))
+        .route("/users/{id}", get(get_user))
+        .route("/users/{id}/explain", get(explain_user))
+        .route("/groups", get(list_groups))
+        .route("/departments", get(list_departments))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        // After the token layer, which covers only the routes above it: the document is open.
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
+        .layer(middleware::from_fn(error::log_requests))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Err(error) => {
+            tracing::warn!(%error, "not ready");
+            Err(ApiError::new(Code::NotReady, "the database does not answer"))
+        }
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.runner.metrics().render(),
+    )
+        .into_response()
+}
+
+/// A connection as the API shows it: everything but the credential's value.
+fn connection_json(connection: &Connection, runner: &Runner) -> Value {
+    let credential = match &connection.secret {
+        SecretSource::Inline(_) => json!({ "kind": "client_secret" }),
+        SecretSource::Env(variable) => json!({ "kind": "client_secret_env", "variable": variable }),
+        SecretSource::File(path) => json!({ "kind": "client_secret_file", "path": path }),
+        SecretSource::Certificate { certificate_file, .. } => {
+            json!({ "kind": "certificate", "certificate_file": certificate_file })
+        }
+    };
+    json!({
+        "name": connection.name,
+        "organization": connection.organization,
+        "tenant_id": connection.tenant_id,
+        "client_id": connection.client_id,
+        "credential": credential,
+        "authority_url": connection.authority_url.as_str(),
+        "graph_url": connection.graph_url.as_str(),
+        "schedule": connection.schedule.to_string(),
+        "enabled": connection.enabled,
+        "running": runner.is_running(&connection.name),
+        "source": "config",
+    })
+}
+
+async fn list_connections(State(state): State<ApiState>) -> Json<Vec<Value>> {
+    Json(
+        state
+            .runner
+            .connections()
+            .map(|connection| connection_json(connection, &state.runner))
+            .collect(),
+    )
+}
+
+fn find_connection<'a>(runner: &'a Runner, name: &str) -> Result<&'a Connection, ApiError> {
+    runner
+        .connections()
+        .find(|connection| connection.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("connection {name:?}")))
+}
+
+async fn get_connection(
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name.map_err(bad_path)?;
+    let connection = find_connection(&state.runner, &name)?;
+    Ok(Json(connection_json(connection, &state.runner)))
+}
+
+/// The body of Sync Now; an empty body is a delta run that applies.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncRequest {
+    #[serde(default)]
+    mode: SyncMode,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SyncMode {
+    /// Continue from the stored delta links (a first run reads everything anyway).
+    #[default]
+    Delta,
+    /// Read everything again.
+    Full,
+}
+
+/// Sync Now: runs one sync and answers with its summary when it is done; 409 while one runs.
+async fn sync_now(
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Path(name) = name.map_err(bad_path)?;
+    let request: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| {
+            ApiError::new(
+                Code::BadRequest,
+                format!("the body must be {{\"mode\": \"delta\"|\"full\", \"dry_run\": bool}}: {error}"),
+            )
+        })?
+    };
+    let permit = state.runner.try_begin(&name).map_err(refused)?;
+    let options = RunOptions {
+        full: matches!(request.mode, SyncMode::Full),
+        dry_run: request.dry_run,
+        trigger: Trigger::Api,
+    };
+    let summary = state
+        .runner
+        .run(permit, options)
+        .await
+        .map_err(|error| match error {
+            RunFailed::Sync(SyncError::Store(error)) => ApiError::internal(error),
+            RunFailed::Sync(error) => ApiError::new(Code::RunNotStarted, error.to_string()),
+            RunFailed::Approve(_) | RunFailed::Aborted(_) => ApiError::internal(error),
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(summary)).into_response())
+}
+
+/// Checks a connection: whether it gets a token, and whether the token grants what a sync reads.
+/// A connection that fails the check is an answer (`ok: false`), not an API error.
+async fn test_connection(
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name.map_err(bad_path)?;
+    let connection = find_connection(&state.runner, &name)?;
+    let roles = match sync::graph_client(connection) {
+        Ok(client) => client.granted_roles().await.map_err(|error| error.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    let (ok, token, permissions) = match roles {
+        Err(error) => (false, json!({ "ok": false, "error": error }), Value::Null),
+        Ok(Some(granted)) => {
+            let missing = permissions::missing(&granted);
+            let permissions = json!({ "granted": granted, "missing": missing });
+            (missing.is_empty(), json!({ "ok": true }), permissions)
+        }
+        // Only a sync can tell then: Graph enforces the permissions either way.
+        Ok(None) => (true, json!({ "ok": true }), Value::Null),
+    };
+    Ok(Json(json!({
+        "connection": name,
+        "ok": ok,
+        "token": token,
+        "permissions": permissions,
+        "required": permissions::REQUIRED.iter().map(|r| r.permission).collect::<Vec<_>>(),
+        // Reading the app registration, where the expiry is, needs Application.Read.All, which a
+        // sync does not ask for.
+        "secret_expires_at": Value::Null,
+    })))
+}
+
+/// Why a run could not start, as an answer.
+fn refused(refused: RunRefused) -> ApiError {
+    let code = match refused {
+        RunRefused::UnknownConnection(_) => Code::NotFound,
+        RunRefused::Disabled(_) => Code::ConnectionDisabled,
+        RunRefused::InProgress(_) => Code::RunInProgress,
+    };
+    ApiError::new(code, refused.to_string())
+}
+
+/// Applies the plan a safety guard stopped in a run, as `entra-sync approve` does, while no other
+/// run of the connection goes.
+async fn approve_run(
+    State(state): State<ApiState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(bad_path)?;
+    let run = state
+        .store
+        .run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
+    let permit = state.runner.try_begin(&run.connection).map_err(refused)?;
+    let summary = state
+        .runner
+        .approve(permit, id)
+        .await
+        .map_err(|error| match error {
+            RunFailed::Approve(ApproveError::NoPlan(_)) => ApiError::new(Code::NotFound, error.to_string()),
+            RunFailed::Approve(ApproveError::AlreadyApplied(_)) => {
+                ApiError::new(Code::AlreadyApproved, error.to_string())
+            }
+            RunFailed::Approve(ApproveError::Stale { .. }) => {
+                ApiError::new(Code::PlanStale, error.to_string())
+            }
+            error => ApiError::internal(error),
+        })?;
+    Ok(Json(json!(summary)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    connection: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_runs(
+    State(state): State<ApiState>,
+    query: Result<Query<RunsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let limit = query.limit.unwrap_or(DEFAULT_RUNS).clamp(1, MAX_RUNS);
+    let runs = state.store.runs(query.connection.as_deref(), limit).await?;
+    Ok(Json(json!(runs)))
+}
+
+async fn get_run(
+    State(state): State<ApiState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(bad_path)?;
+    let run = state
+        .store
+        .run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
+    let conflicts = state.store.run_conflicts(id).await?;
+    let mut document = json!(run);
+    document["conflicts"] = json!(conflicts);
+    Ok(Json(document))
+}
+
+async fn run_actions(
+    State(state): State<ApiState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(bad_path)?;
+    if state.store.run(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("run {id}")));
+    }
+    Ok(Json(json!(state.store.run_actions(id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectoryQuery {
+    connection: Option<String>,
+}
+
+/// The organizations a directory query reads: the connection's, or every connection's.
+fn organizations(runner: &Runner, connection: Option<&str>) -> Result<BTreeSet<String>, ApiError> {
+    match connection {
+        Some(name) => Ok(BTreeSet::from([find_connection(runner, name)?
+            .organization
+            .clone()])),
+        None => Ok(runner
+            .connections()
+            .map(|connection| connection.organization.clone())
+            .collect()),
+    }
+}
+
+/// A directory user: its attributes at the top level, like `entra-sync users --json`.
+fn user_json(user: &UserRecord, organization: &str) -> Value {
+    let mut object = user.attributes.clone();
+    object.insert("id".into(), user.id.into());
+    object.insert("organization".into(), organization.into());
+    object.insert("entra_id".into(), user.entra_id.clone().into());
+    object.insert("status".into(), user.status.clone().into());
+    object.insert("status_reason".into(), user.status_reason.clone().into());
+    object.insert("groups".into(), user.groups.clone().into());
+    Value::Object(object)
+}
+
+async fn list_users(
+    State(state): State<ApiState>,
+    query: Result<Query<DirectoryQuery>, QueryRejection>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let mut users = Vec::new();
+    for organization in organizations(&state.runner, query.connection.as_deref())? {
+        for user in state.store.users(&organization).await? {
+            users.push(user_json(&user, &organization));
+        }
+    }
+    Ok(Json(users))
+}
+
+/// One directory user by its directory id, if it belongs to a configured connection's
+/// organization.
+async fn get_user(
+    State(state): State<ApiState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(bad_path)?;
+    match state.store.user(id).await? {
+        Some((organization, user)) if organizations(&state.runner, None)?.contains(&organization) => {
+            Ok(Json(user_json(&user, &organization)))
+        }
+        _ => Err(ApiError::not_found(format!("user {id}"))),
+    }
+}
+
+/// Why the sync treats a directory user as it does (scope, link, unit, roles), from what its
+/// connection last read, with the user's recent actions: what `entra-sync explain` prints.
+async fn explain_user(
+    State(state): State<ApiState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(bad_path)?;
+    let Some((organization, user)) = state.store.user(id).await? else {
+        return Err(ApiError::not_found(format!("user {id}")));
+    };
+    let connection = state
+        .runner
+        .connections()
+        .find(|connection| connection.organization == organization)
+        .ok_or_else(|| ApiError::not_found(format!("user {id}")))?;
+    let Some(entra_id) = user.entra_id else {
+        return Err(ApiError::new(
+            Code::NotFound,
+            format!("user {id} is not linked to Entra: the sync has nothing to explain"),
+        ));
+    };
+    let sync_state = state
+        .store
+        .connection_state(&connection.name, &connection.organization, clock::now())
+        .await?;
+    let snapshot = state.store.load_snapshot(sync_state.id).await?;
+    let Some(entra_user) = snapshot.users.get(&entra_id) else {
+        return Err(ApiError::new(
+            Code::NotFound,
+            format!(
+                "Entra user {entra_id} is not in what connection {:?} last read",
+                connection.name
+            ),
+        ));
+    };
+    let directory = Directory::new(state.store.pool(), sync_state.organization_id);
+    let target = directory.load().await.map_err(ApiError::internal)?;
+    let explanation = explain::explain(entra_user, &snapshot, &target, &connection.policy);
+    let actions: Vec<Value> = state
+        .store
+        .user_actions(&entra_id, 20)
+        .await?
+        .iter()
+        .map(|(run_id, action)| json!({ "run_id": run_id, "action": action }))
+        .collect();
+    Ok(Json(
+        json!({ "explanation": explanation, "recent_actions": actions }),
+    ))
+}
+
+async fn list_groups(
+    State(state): State<ApiState>,
+    query: Result<Query<DirectoryQuery>, QueryRejection>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let mut groups = Vec::new();
+    for organization in organizations(&state.runner, query.connection.as_deref())? {
+        for group in state.store.groups(&organization).await? {
+            let mut group = json!(group);
+            group["organization"] = json!(organization);
+            groups.push(group);
+        }
+    }
+    Ok(Json(groups))
+}
+
+async fn list_departments(
+    State(state): State<ApiState>,
+    query: Result<Query<DirectoryQuery>, QueryRejection>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let mut departments = Vec::new();
+    for organization in organizations(&state.runner, query.connection.as_deref())? {
+        for department in state.store.departments(&organization).await? {
+            let mut department = json!(department);
+            department["organization"] = json!(organization);
+            departments.push(department);
+        }
+    }
+    Ok(Json(departments))
+}
+
+fn bad_path(rejection: PathRejection) -> ApiError {
+    ApiError::new(Code::BadRequest, rejection.body_text())
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::new(Code::BadRequest, rejection.body_text())
+}

@@ -1,0 +1,232 @@
+//! The OpenAPI document at `/api/v1/openapi.json`, built from one table of the routes. A test
+//! calls every route the table lists, so the document cannot name a route the router lacks.
+
+use serde_json::{Map, Value, json};
+
+/// One route as the document describes it.
+struct Operation {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    /// Query parameters, all optional.
+    query: &'static [(&'static str, &'static str)],
+    /// The success status and what its body is.
+    success: (&'static str, &'static str),
+    /// Whether the route needs a bearer token.
+    token: bool,
+}
+
+const OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "get",
+        path: "/api/v1/connections",
+        summary: "The config file's connections, without credential values",
+        query: &[],
+        success: ("200", "an array of connections"),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/connections/{name}",
+        summary: "One connection",
+        query: &[],
+        success: ("200", "a connection"),
+        token: true,
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/connections/{name}/sync",
+        summary: "Sync Now: body {\"mode\": \"delta\"|\"full\", \"dry_run\": bool}, both optional; \
+                  answers when the run is done; 409 run_in_progress while one runs",
+        query: &[],
+        success: ("202", "the run summary, as `entra-sync sync --json` prints it"),
+        token: true,
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/connections/{name}/test",
+        summary: "Checks the connection: a token, and the permissions it grants \
+                  (User.Read.All and GroupMember.Read.All, or roles that include them)",
+        query: &[],
+        success: (
+            "200",
+            "{connection, ok, token: {ok, error}, permissions: {granted, missing}, required}",
+        ),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/runs",
+        summary: "Runs, newest first",
+        query: &[
+            ("connection", "only this connection's runs"),
+            ("limit", "at most this many (default 100, at most 1000)"),
+        ],
+        success: ("200", "an array of runs"),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/runs/{id}",
+        summary: "One run with its conflicts",
+        query: &[],
+        success: ("200", "a run"),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/runs/{id}/actions",
+        summary: "One run's actions with before and after values and outcomes",
+        query: &[],
+        success: ("200", "an array of actions"),
+        token: true,
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/runs/{id}/approve",
+        summary: "Applies exactly the plan a safety guard stopped in this run, once; \
+                  409 already_approved, or plan_stale when a later run read a newer source",
+        query: &[],
+        success: ("200", "the summary of the applied plan (mode approved)"),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/users",
+        summary: "Directory users",
+        query: &[("connection", "only the users of this connection's organization")],
+        success: ("200", "an array of users"),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/users/{id}",
+        summary: "One directory user by directory id",
+        query: &[],
+        success: ("200", "a user"),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/users/{id}/explain",
+        summary: "Why the sync treats this user as it does (scope, link, unit, roles), from what its \
+                  connection last read, with its 20 most recent actions",
+        query: &[],
+        success: ("200", "{explanation, recent_actions}"),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/groups",
+        summary: "Directory groups with member counts",
+        query: &[("connection", "only the groups of this connection's organization")],
+        success: ("200", "an array of groups"),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/departments",
+        summary: "Directory departments with user counts and whether the sync made them",
+        query: &[(
+            "connection",
+            "only the departments of this connection's organization",
+        )],
+        success: ("200", "an array of departments"),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/openapi.json",
+        summary: "This document",
+        query: &[],
+        success: ("200", "an OpenAPI 3.1 document"),
+        token: false,
+    },
+    Operation {
+        method: "get",
+        path: "/healthz",
+        summary: "The process answers",
+        query: &[],
+        success: ("200", "{\"status\": \"ok\"}"),
+        token: false,
+    },
+    Operation {
+        method: "get",
+        path: "/readyz",
+        summary: "The database answers; 503 not_ready otherwise",
+        query: &[],
+        success: ("200", "{\"status\": \"ready\"}"),
+        token: false,
+    },
+    Operation {
+        method: "get",
+        path: "/metrics",
+        summary: "Prometheus metrics in the text exposition format",
+        query: &[],
+        success: ("200", "Prometheus text"),
+        token: false,
+    },
+];
+
+/// The OpenAPI 3.1 document of the routes.
+pub(super) fn document() -> Value {
+    let mut paths = Map::new();
+    for operation in OPERATIONS {
+        let mut parameters: Vec<Value> = operation
+            .path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| {
+                let kind = if name == "id" { "integer" } else { "string" };
+                json!({ "name": name, "in": "path", "required": true, "schema": { "type": kind } })
+            })
+            .collect();
+        parameters.extend(operation.query.iter().map(|(name, description)| {
+            let kind = if *name == "limit" { "integer" } else { "string" };
+            json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": kind } })
+        }));
+        let (status, description) = operation.success;
+        let mut entry = json!({
+            "summary": operation.summary,
+            "parameters": parameters,
+            "responses": {
+                status: { "description": description },
+                "default": {
+                    "description": "an error",
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
+                },
+            },
+        });
+        if operation.token {
+            entry["security"] = json!([{ "bearer": [] }]);
+        }
+        let path = paths
+            .entry(operation.path)
+            .or_insert_with(|| Value::Object(Map::new()));
+        path[operation.method] = entry;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "entra-sync", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token from `entra-sync token create`",
+                },
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": { "type": "string", "enum": super::error::code_names() },
+                        "message": { "type": "string" },
+                    },
+                },
+            },
+        },
+    })
+}

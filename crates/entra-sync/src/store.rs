@@ -1,0 +1,1016 @@
+//! The state store on SQLite: connections' delta links, the source snapshot, the run history and
+//! the read side of the embedded directory. The directory's writes live in `targets::directory`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entra_sync_core::fold::Touched;
+use entra_sync_core::model::{EntraGroup, EntraUser, SourceSnapshot};
+use entra_sync_core::plan::{Action, Conflict, Plan, PlanCounts};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool};
+
+/// The schema, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_departments.sql"),
+    include_str!("../migrations/sqlite/0003_api_tokens.sql"),
+    include_str!("../migrations/sqlite/0004_guards.sql"),
+];
+
+/// Rows per multi-row INSERT; SQLite allows 32,766 bound values per statement.
+pub(crate) const ROWS_PER_INSERT: usize = 500;
+
+/// A store failure, with what the store was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("database error while {doing}: {source}")]
+pub struct StoreError {
+    pub doing: &'static str,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+/// Adds what the store was doing to a sqlx error.
+pub(crate) trait Doing<T> {
+    fn doing(self, doing: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Doing<T> for Result<T, sqlx::Error> {
+    fn doing(self, doing: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError { doing, source })
+    }
+}
+
+/// The SQLite database of one data folder.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: SqlitePool,
+}
+
+/// A connection's sync state.
+#[derive(Debug, Clone)]
+pub struct ConnectionState {
+    pub id: i64,
+    pub organization_id: i64,
+    pub users_delta_link: Option<String>,
+    pub groups_delta_link: Option<String>,
+    pub needs_replan: bool,
+    /// Users present in Entra after the last applied run, for the read-health guard.
+    pub last_good_users: Option<usize>,
+    /// The policy (as JSON) the last applied run planned with.
+    pub applied_policy: Option<String>,
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `entra-sync sync` or Sync Now.
+    Manual,
+    /// The schedule.
+    Scheduled,
+    /// Sync Now through the JSON API.
+    Api,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Scheduled => "scheduled",
+            Trigger::Api => "api",
+        }
+    }
+}
+
+/// A run as the history shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run_id: i64,
+    pub connection: String,
+    pub trigger: String,
+    pub mode: String,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub counts: Option<serde_json::Value>,
+    pub graph_requests: i64,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// One recorded action of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionRecord {
+    pub seq: i64,
+    pub kind: String,
+    pub entra_id: Option<String>,
+    pub directory_id: Option<i64>,
+    pub detail: serde_json::Value,
+    pub outcome: Option<String>,
+}
+
+/// A directory user as `users` lists it.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: i64,
+    pub entra_id: Option<String>,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// A directory group as `groups` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRecord {
+    pub id: i64,
+    pub entra_id: Option<String>,
+    pub name: String,
+    pub description: Option<String>,
+    pub members: i64,
+}
+
+/// A directory department as the API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DepartmentRecord {
+    pub id: i64,
+    pub name: String,
+    /// Made by the sync, which removes it once no user belongs to it.
+    pub created_by_sync: bool,
+    pub users: i64,
+}
+
+/// Formats a time the way every table stores it (sortable RFC 3339).
+pub(crate) fn timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
+    pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|error| StoreError {
+            doing: "creating the data folder",
+            source: sqlx::Error::Io(error),
+        })?;
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .doing("configuring SQLite")?
+            .filename(data_dir.join("entra-sync.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+            // Whole-tenant reads are long by design; sqlx's slow-statement warning is noise here.
+            .disable_statement_logging();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .doing("opening the database")?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.doing("migrating")?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *transaction)
+            .await
+            .doing("reading the schema version")?;
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            sqlx::raw_sql(*migration)
+                .execute(&mut *transaction)
+                .await
+                .doing("applying a schema migration")?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {}",
+                index + 1
+            )))
+            .execute(&mut *transaction)
+            .await
+            .doing("recording the schema version")?;
+        }
+        transaction.commit().await.doing("migrating")
+    }
+
+    /// The connection pool, for the targets that live in this database.
+    pub fn pool(&self) -> SqlitePool {
+        self.pool.clone()
+    }
+
+    /// The state of a connection, creating it and its organization on first use.
+    pub async fn connection_state(
+        &self,
+        name: &str,
+        organization: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ConnectionState, StoreError> {
+        let mut transaction = self.pool.begin().await.doing("loading the connection")?;
+        sqlx::query(
+            "INSERT INTO organizations (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(organization)
+        .bind(timestamp(now))
+        .execute(&mut *transaction)
+        .await
+        .doing("creating the organization")?;
+        let organization_id: i64 = sqlx::query_scalar("SELECT id FROM organizations WHERE name = ?")
+            .bind(organization)
+            .fetch_one(&mut *transaction)
+            .await
+            .doing("loading the organization")?;
+        sqlx::query(
+            "INSERT INTO connections (name, organization_id) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(organization_id)
+        .execute(&mut *transaction)
+        .await
+        .doing("creating the connection")?;
+        let row = sqlx::query(
+            "SELECT id, organization_id, users_delta_link, groups_delta_link, needs_replan, last_good_users, applied_policy FROM connections WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_one(&mut *transaction)
+        .await
+        .doing("loading the connection")?;
+        transaction.commit().await.doing("loading the connection")?;
+        Ok(ConnectionState {
+            id: row.get(0),
+            organization_id: row.get(1),
+            users_delta_link: row.get(2),
+            groups_delta_link: row.get(3),
+            needs_replan: row.get::<i64, _>(4) != 0,
+            last_good_users: row.get::<Option<i64>, _>(5).map(|users| users as usize),
+            applied_policy: row.get(6),
+        })
+    }
+
+    /// Loads a connection's source snapshot.
+    pub async fn load_snapshot(&self, connection_id: i64) -> Result<SourceSnapshot, StoreError> {
+        let mut snapshot = SourceSnapshot::default();
+        let rows = sqlx::query("SELECT data FROM source_users WHERE connection_id = ?")
+            .bind(connection_id)
+            .fetch_all(&self.pool)
+            .await
+            .doing("loading the source snapshot")?;
+        for row in rows {
+            let user: EntraUser = decode_json(row.get::<&str, _>(0), "a snapshot user")?;
+            snapshot.users.insert(user.id.clone(), user);
+        }
+        let rows = sqlx::query("SELECT data FROM source_groups WHERE connection_id = ?")
+            .bind(connection_id)
+            .fetch_all(&self.pool)
+            .await
+            .doing("loading the source snapshot")?;
+        for row in rows {
+            let group: EntraGroup = decode_json(row.get::<&str, _>(0), "a snapshot group")?;
+            snapshot.groups.insert(group.id.clone(), group);
+        }
+        Ok(snapshot)
+    }
+
+    /// Stores the folded snapshot and the new delta links in one transaction, so that both
+    /// advance together and only after the run's changes were applied (Architecture Invariant 3).
+    /// A full round replaces the snapshot; a delta round writes only what it touched.
+    pub async fn commit_source(
+        &self,
+        connection_id: i64,
+        snapshot: &SourceSnapshot,
+        touched: SourceWrite<'_>,
+        links: &DeltaLinks,
+        mark: &RunMark,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.doing("saving the source snapshot")?;
+        let (users, groups): (Vec<&EntraUser>, Vec<&EntraGroup>) = match touched {
+            SourceWrite::Replace => {
+                for delete in [
+                    "DELETE FROM source_users WHERE connection_id = ?",
+                    "DELETE FROM source_groups WHERE connection_id = ?",
+                ] {
+                    sqlx::query(delete)
+                        .bind(connection_id)
+                        .execute(&mut *transaction)
+                        .await
+                        .doing("replacing the source snapshot")?;
+                }
+                (
+                    snapshot.users.values().collect(),
+                    snapshot.groups.values().collect(),
+                )
+            }
+            SourceWrite::Touched(touched) => (
+                touched
+                    .users
+                    .iter()
+                    .filter_map(|id| snapshot.users.get(id))
+                    .collect(),
+                touched
+                    .groups
+                    .iter()
+                    .filter_map(|id| snapshot.groups.get(id))
+                    .collect(),
+            ),
+        };
+        upsert_source_rows(&mut transaction, "source_users", connection_id, &users).await?;
+        upsert_source_rows(&mut transaction, "source_groups", connection_id, &groups).await?;
+        let full = matches!(touched, SourceWrite::Replace);
+        sqlx::query(
+            "UPDATE connections SET users_delta_link = ?, groups_delta_link = ?, delta_links_at = ?, \
+             last_full_at = CASE WHEN ? THEN ? ELSE last_full_at END, needs_replan = ?, \
+             last_good_users = coalesce(?, last_good_users), applied_policy = coalesce(?, applied_policy) WHERE id = ?",
+        )
+        .bind(&links.users)
+        .bind(&links.groups)
+        .bind(timestamp(now))
+        .bind(full)
+        .bind(timestamp(now))
+        .bind(mark.needs_replan)
+        .bind(mark.present_users.map(|users| users as i64))
+        .bind(mark.policy.as_deref())
+        .bind(connection_id)
+        .execute(&mut *transaction)
+        .await
+        .doing("saving the delta links")?;
+        transaction.commit().await.doing("saving the source snapshot")
+    }
+
+    /// Records the start of a run and returns its id.
+    pub async fn begin_run(
+        &self,
+        connection_id: i64,
+        trigger: Trigger,
+        mode: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO runs (connection_id, trigger, mode, status, started_at) VALUES (?, ?, ?, 'running', ?) RETURNING id",
+        )
+        .bind(connection_id)
+        .bind(trigger.as_str())
+        .bind(mode)
+        .bind(timestamp(now))
+        .fetch_one(&self.pool)
+        .await
+        .doing("recording the run")
+    }
+
+    /// Records how a run ended.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_run(
+        &self,
+        run_id: i64,
+        mode: &str,
+        status: &str,
+        counts: Option<&PlanCounts>,
+        graph_requests: u64,
+        duration_ms: u64,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let counts = counts.map(|counts| serde_json::to_string(counts).unwrap_or_default());
+        sqlx::query(
+            "UPDATE runs SET mode = ?, status = ?, counts = ?, graph_requests = ?, duration_ms = ?, error = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(mode)
+        .bind(status)
+        .bind(counts)
+        .bind(graph_requests as i64)
+        .bind(duration_ms as i64)
+        .bind(error)
+        .bind(timestamp(now))
+        .bind(run_id)
+        .execute(&self.pool)
+        .await
+        .doing("recording the end of the run")?;
+        Ok(())
+    }
+
+    /// Marks runs left `running` by a process that died as `interrupted`.
+    pub async fn mark_interrupted_runs(&self, connection_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET status = 'interrupted', error = 'the process stopped during the run' WHERE connection_id = ? AND status = 'running'")
+            .bind(connection_id)
+            .execute(&self.pool)
+            .await
+            .doing("closing interrupted runs")?;
+        Ok(())
+    }
+
+    /// Records a run's actions (with outcomes) and conflicts.
+    pub async fn record_actions(
+        &self,
+        run_id: i64,
+        first_seq: usize,
+        actions: &[Action],
+        outcomes: &[Option<String>],
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.doing("recording the run's actions")?;
+        let rows: Vec<(usize, &Action, &Option<String>)> = actions
+            .iter()
+            .zip(outcomes)
+            .enumerate()
+            .map(|(index, (action, outcome))| (first_seq + index, action, outcome))
+            .collect();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO run_actions (run_id, seq, kind, entra_id, directory_id, detail, outcome) ",
+            );
+            insert.push_values(chunk, |mut row, (seq, action, outcome)| {
+                let (kind, entra_id, directory_id) = action_key(action);
+                row.push_bind(run_id)
+                    .push_bind(*seq as i64)
+                    .push_bind(kind)
+                    .push_bind(entra_id.map(str::to_owned))
+                    .push_bind(directory_id)
+                    .push_bind(serde_json::to_string(action).unwrap_or_default())
+                    .push_bind((*outcome).clone());
+            });
+            insert
+                .build()
+                .execute(&mut *transaction)
+                .await
+                .doing("recording the run's actions")?;
+        }
+        transaction.commit().await.doing("recording the run's actions")
+    }
+
+    /// Records the conflicts a run put aside.
+    pub async fn record_conflicts(&self, run_id: i64, conflicts: &[Conflict]) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.doing("recording conflicts")?;
+        let rows: Vec<(usize, &Conflict)> = conflicts.iter().enumerate().collect();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO run_conflicts (run_id, seq, entra_id, directory_id, reason) ",
+            );
+            insert.push_values(chunk, |mut row, (seq, conflict)| {
+                row.push_bind(run_id)
+                    .push_bind(*seq as i64)
+                    .push_bind(conflict.entra_id.clone())
+                    .push_bind(conflict.directory_id)
+                    .push_bind(conflict.reason.clone());
+            });
+            insert
+                .build()
+                .execute(&mut *transaction)
+                .await
+                .doing("recording conflicts")?;
+        }
+        transaction.commit().await.doing("recording conflicts")
+    }
+
+    /// Runs, newest first, optionally of one connection.
+    pub async fn runs(&self, connection: Option<&str>, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id, c.name, r.trigger, r.mode, r.status, r.started_at, r.finished_at, r.counts, r.graph_requests, r.duration_ms, r.error \
+             FROM runs r JOIN connections c ON c.id = r.connection_id \
+             WHERE ? IS NULL OR c.name = ? ORDER BY r.id DESC LIMIT ?",
+        )
+        .bind(connection)
+        .bind(connection)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading the history")?;
+        rows.iter().map(run_record).collect()
+    }
+
+    /// One run.
+    pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.id, c.name, r.trigger, r.mode, r.status, r.started_at, r.finished_at, r.counts, r.graph_requests, r.duration_ms, r.error \
+             FROM runs r JOIN connections c ON c.id = r.connection_id WHERE r.id = ?",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("reading the history")?;
+        row.as_ref().map(run_record).transpose()
+    }
+
+    /// When the last successful run of a connection started, if it had one.
+    pub async fn last_success(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let started: Option<String> = sqlx::query_scalar(
+            "SELECT r.started_at FROM runs r JOIN connections c ON c.id = r.connection_id \
+             WHERE c.name = ? AND r.status = 'succeeded' ORDER BY r.id DESC LIMIT 1",
+        )
+        .bind(connection)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("reading the last successful run")?;
+        Ok(started
+            .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+            .map(|time| time.with_timezone(&Utc)))
+    }
+
+    /// When a connection's last full round was committed, if it had one.
+    pub async fn last_full_at(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let last: Option<Option<String>> =
+            sqlx::query_scalar("SELECT last_full_at FROM connections WHERE name = ?")
+                .bind(connection)
+                .fetch_optional(&self.pool)
+                .await
+                .doing("reading the last full run")?;
+        Ok(last
+            .flatten()
+            .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+            .map(|time| time.with_timezone(&Utc)))
+    }
+
+    /// Deletes the finished runs that started before `cutoff`, with their actions and conflicts;
+    /// returns how many runs went.
+    pub async fn delete_runs_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut transaction = self.pool.begin().await.doing("deleting old history")?;
+        let old = "SELECT id FROM runs WHERE started_at < ? AND status != 'running'";
+        // Every table that refers to runs, read from the schema, so that a table added later
+        // (actions, conflicts, stored plans, ...) never blocks the delete.
+        let referring: Vec<(String, String)> = sqlx::query_as(
+            "SELECT m.name, f.\"from\" FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f \
+             WHERE m.type = 'table' AND f.\"table\" = 'runs'",
+        )
+        .fetch_all(&mut *transaction)
+        .await
+        .doing("deleting old history")?;
+        for (table, column) in referring {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM \"{table}\" WHERE \"{column}\" IN ({old})"
+            )))
+            .bind(timestamp(cutoff))
+            .execute(&mut *transaction)
+            .await
+            .doing("deleting old history")?;
+        }
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM runs WHERE id IN ({old})"
+        )))
+        .bind(timestamp(cutoff))
+        .execute(&mut *transaction)
+        .await
+        .doing("deleting old history")?;
+        transaction.commit().await.doing("deleting old history")?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// Stores an API token's hash under a name; `false` when the name is taken.
+    pub async fn create_api_token(
+        &self,
+        name: &str,
+        token_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO api_tokens (name, token_sha256, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(token_sha256)
+        .bind(timestamp(now))
+        .execute(&self.pool)
+        .await
+        .doing("creating the API token")?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    /// Whether an API token with this hash exists.
+    pub async fn api_token_exists(&self, token_sha256: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM api_tokens WHERE token_sha256 = ?")
+            .bind(token_sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("checking the API token")?;
+        Ok(found.is_some())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .doing("checking the database")?;
+        Ok(())
+    }
+
+    /// One run's recorded actions, in order.
+    pub async fn run_actions(&self, run_id: i64) -> Result<Vec<ActionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, entra_id, directory_id, detail, outcome FROM run_actions WHERE run_id = ? ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading the run's actions")?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(ActionRecord {
+                    seq: row.get(0),
+                    kind: row.get(1),
+                    entra_id: row.get(2),
+                    directory_id: row.get(3),
+                    detail: decode_json(row.get::<&str, _>(4), "a recorded action")?,
+                    outcome: row.get(5),
+                })
+            })
+            .collect()
+    }
+
+    /// One run's recorded conflicts.
+    pub async fn run_conflicts(&self, run_id: i64) -> Result<Vec<Conflict>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT entra_id, directory_id, reason FROM run_conflicts WHERE run_id = ? ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading the run's conflicts")?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Conflict {
+                entra_id: row.get(0),
+                directory_id: row.get(1),
+                reason: row.get(2),
+            })
+            .collect())
+    }
+
+    /// The directory users of an organization, with their group names.
+    pub async fn users(&self, organization: &str) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.entra_id, u.attributes, u.status, u.status_reason, \
+             (SELECT group_concat(g.name, char(31)) FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = u.id) \
+             FROM users u JOIN organizations o ON o.id = u.organization_id WHERE o.name = ? ORDER BY u.id",
+        )
+        .bind(organization)
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing users")?;
+        rows.iter().map(user_record).collect()
+    }
+
+    /// One directory user by its directory id, with the name of its organization.
+    pub async fn user(&self, id: i64) -> Result<Option<(String, UserRecord)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.entra_id, u.attributes, u.status, u.status_reason, \
+             (SELECT group_concat(g.name, char(31)) FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = u.id), \
+             o.name FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("reading a user")?;
+        row.map(|row| Ok((row.get(6), user_record(&row)?))).transpose()
+    }
+
+    /// The directory groups of an organization, with member counts.
+    pub async fn groups(&self, organization: &str) -> Result<Vec<GroupRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT g.id, g.entra_id, g.name, g.description, (SELECT count(*) FROM memberships m WHERE m.group_id = g.id) \
+             FROM groups g JOIN organizations o ON o.id = g.organization_id WHERE o.name = ? ORDER BY g.name, g.id",
+        )
+        .bind(organization)
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing groups")?;
+        Ok(rows
+            .into_iter()
+            .map(|row| GroupRecord {
+                id: row.get(0),
+                entra_id: row.get(1),
+                name: row.get(2),
+                description: row.get(3),
+                members: row.get(4),
+            })
+            .collect())
+    }
+
+    /// Keeps a plan a guard stopped, with the guards' messages, until it is approved.
+    pub async fn store_plan(
+        &self,
+        run_id: i64,
+        connection_id: i64,
+        plan: &Plan,
+        guards: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO stored_plans (run_id, connection_id, plan, guards, state) VALUES (?, ?, ?, ?, 'awaiting')",
+        )
+        .bind(run_id)
+        .bind(connection_id)
+        .bind(serde_json::to_string(plan).unwrap_or_default())
+        .bind(serde_json::to_string(guards).unwrap_or_default())
+        .execute(&self.pool)
+        .await
+        .doing("storing the plan for approval")?;
+        Ok(())
+    }
+
+    /// A stored plan with its connection's organization and whether it still awaits approval.
+    pub async fn stored_plan(&self, run_id: i64) -> Result<Option<StoredPlan>, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.connection_id, c.name, c.organization_id, p.plan, p.state, \
+             (SELECT max(r.id) FROM runs r WHERE r.connection_id = p.connection_id AND r.id > p.run_id AND r.status = 'succeeded') \
+             FROM stored_plans p JOIN connections c ON c.id = p.connection_id WHERE p.run_id = ?",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("loading the stored plan")?;
+        row.map(|row| {
+            Ok(StoredPlan {
+                run_id,
+                connection_id: row.get(0),
+                connection: row.get(1),
+                organization_id: row.get(2),
+                plan: decode_json(row.get::<&str, _>(3), "a stored plan")?,
+                awaiting: row.get::<&str, _>(4) == "awaiting",
+                later_run: row.get(5),
+            })
+        })
+        .transpose()
+    }
+
+    /// Marks a stored plan applied and its run approved.
+    pub async fn mark_approved(&self, run_id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.doing("recording the approval")?;
+        sqlx::query("UPDATE stored_plans SET state = 'applied', decided_at = ? WHERE run_id = ?")
+            .bind(timestamp(now))
+            .bind(run_id)
+            .execute(&mut *transaction)
+            .await
+            .doing("recording the approval")?;
+        sqlx::query("UPDATE runs SET status = 'approved' WHERE id = ?")
+            .bind(run_id)
+            .execute(&mut *transaction)
+            .await
+            .doing("recording the approval")?;
+        transaction.commit().await.doing("recording the approval")
+    }
+
+    /// The latest recorded actions on one Entra user, newest first.
+    pub async fn user_actions(
+        &self,
+        entra_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, ActionRecord)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, seq, kind, entra_id, directory_id, detail, outcome FROM run_actions \
+             WHERE entra_id = ? ORDER BY run_id DESC, seq DESC LIMIT ?",
+        )
+        .bind(entra_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading a user's actions")?;
+        rows.into_iter()
+            .map(|row| {
+                Ok((
+                    row.get(0),
+                    ActionRecord {
+                        seq: row.get(1),
+                        kind: row.get(2),
+                        entra_id: row.get(3),
+                        directory_id: row.get(4),
+                        detail: decode_json(row.get::<&str, _>(5), "a recorded action")?,
+                        outcome: row.get(6),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// How many directory users of the organization are soft-deleted (each may fall due for
+    /// purge without any change in Entra).
+    pub async fn soft_deleted_user_count(&self, organization_id: i64) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM users WHERE organization_id = ? AND status = 'soft_deleted'",
+        )
+        .bind(organization_id)
+        .fetch_one(&self.pool)
+        .await
+        .doing("counting soft-deleted users")?;
+        Ok(count as u64)
+    }
+
+    /// The directory departments of an organization, with user counts.
+    pub async fn departments(&self, organization: &str) -> Result<Vec<DepartmentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.name, d.created_by_sync, (SELECT count(*) FROM users u WHERE u.department_id = d.id) \
+             FROM departments d JOIN organizations o ON o.id = d.organization_id WHERE o.name = ? ORDER BY d.name, d.id",
+        )
+        .bind(organization)
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing departments")?;
+        Ok(rows
+            .into_iter()
+            .map(|row| DepartmentRecord {
+                id: row.get(0),
+                name: row.get(1),
+                created_by_sync: row.get::<i64, _>(2) != 0,
+                users: row.get(3),
+            })
+            .collect())
+    }
+
+    /// How many directory users of the organization are linked to Entra.
+    pub async fn linked_user_count(&self, organization_id: i64) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM users WHERE organization_id = ? AND entra_id IS NOT NULL",
+        )
+        .bind(organization_id)
+        .fetch_one(&self.pool)
+        .await
+        .doing("counting linked users")?;
+        Ok(count as u64)
+    }
+}
+
+/// A row of `runs` joined with its connection's name, in the column order `runs` and `run` select.
+fn run_record(row: &sqlx::sqlite::SqliteRow) -> Result<RunRecord, StoreError> {
+    Ok(RunRecord {
+        run_id: row.get(0),
+        connection: row.get(1),
+        trigger: row.get(2),
+        mode: row.get(3),
+        status: row.get(4),
+        started_at: row.get(5),
+        finished_at: row.get(6),
+        counts: row
+            .get::<Option<&str>, _>(7)
+            .map(|text| decode_json(text, "a run's counts"))
+            .transpose()?,
+        graph_requests: row.get(8),
+        duration_ms: row.get(9),
+        error: row.get(10),
+    })
+}
+
+/// A plan a safety guard stopped.
+#[derive(Debug, Clone)]
+pub struct StoredPlan {
+    pub run_id: i64,
+    pub connection_id: i64,
+    pub connection: String,
+    pub organization_id: i64,
+    pub plan: Plan,
+    /// False once it was applied.
+    pub awaiting: bool,
+    /// A later run of the connection that succeeded: the source moved on since this plan.
+    pub later_run: Option<i64>,
+}
+
+/// A user row in the column order `users` and `user` select.
+fn user_record(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError> {
+    let mut groups: Vec<String> = row
+        .get::<Option<String>, _>(5)
+        .map(|names| names.split('\u{1f}').map(str::to_owned).collect())
+        .unwrap_or_default();
+    groups.sort();
+    Ok(UserRecord {
+        id: row.get(0),
+        entra_id: row.get(1),
+        attributes: decode_json(row.get::<&str, _>(2), "a user's attributes")?,
+        status: row.get(3),
+        status_reason: row.get(4),
+        groups,
+    })
+}
+
+/// Which part of the snapshot a commit writes.
+#[derive(Debug, Clone, Copy)]
+pub enum SourceWrite<'a> {
+    /// A full round: the snapshot replaces the stored one.
+    Replace,
+    /// A delta round: only these objects changed.
+    Touched(&'a Touched),
+}
+
+/// What a run leaves for the next one to know, saved with the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct RunMark {
+    /// Some actions failed: the next run plans even if nothing changed in Entra.
+    pub needs_replan: bool,
+    /// Users present in Entra after this run; `None` keeps the last value.
+    pub present_users: Option<usize>,
+    /// The policy this run planned with, as JSON; `None` keeps the last value.
+    pub policy: Option<String>,
+}
+
+/// The delta links that end a run's users and groups rounds.
+#[derive(Debug, Clone, Default)]
+pub struct DeltaLinks {
+    pub users: Option<String>,
+    pub groups: Option<String>,
+}
+
+async fn upsert_source_rows<T: Serialize + HasEntraId>(
+    transaction: &mut sqlx::Transaction<'_, Sqlite>,
+    table: &str,
+    connection_id: i64,
+    rows: &[&T],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT OR REPLACE INTO {table} (connection_id, entra_id, data) "
+        ));
+        insert.push_values(chunk, |mut row, object| {
+            row.push_bind(connection_id)
+                .push_bind(object.entra_id().to_owned())
+                .push_bind(serde_json::to_string(object).unwrap_or_default());
+        });
+        insert
+            .build()
+            .execute(&mut **transaction)
+            .await
+            .doing("saving the source snapshot")?;
+    }
+    Ok(())
+}
+
+/// Snapshot objects keyed by their Entra id.
+trait HasEntraId {
+    fn entra_id(&self) -> &str;
+}
+
+impl HasEntraId for EntraUser {
+    fn entra_id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl HasEntraId for EntraGroup {
+    fn entra_id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The kind, Entra id and directory id of an action, as the history indexes them. Department
+/// actions name no Entra object (the department is in the action's detail); assigning a user to
+/// one names the user.
+pub(crate) fn action_key(action: &Action) -> (&'static str, Option<&str>, Option<i64>) {
+    match action {
+        Action::CreateUser { entra_id, .. } => ("create_user", Some(entra_id), None),
+        Action::LinkUser {
+            entra_id,
+            directory_id,
+            ..
+        } => ("link_user", Some(entra_id), Some(*directory_id)),
+        Action::UpdateUser {
+            entra_id,
+            directory_id,
+            ..
+        } => ("update_user", Some(entra_id), Some(*directory_id)),
+        Action::DisableUser {
+            entra_id,
+            directory_id,
+            ..
+        } => ("disable_user", Some(entra_id), Some(*directory_id)),
+        Action::SoftDeleteUser {
+            entra_id,
+            directory_id,
+            ..
+        } => ("soft_delete_user", Some(entra_id), Some(*directory_id)),
+        Action::DeleteUser {
+            entra_id,
+            directory_id,
+            ..
+        } => ("delete_user", Some(entra_id), Some(*directory_id)),
+        Action::PurgeUser {
+            entra_id,
+            directory_id,
+        } => ("purge_user", Some(entra_id), Some(*directory_id)),
+        Action::RestoreUser {
+            entra_id,
+            directory_id,
+            ..
+        } => ("restore_user", Some(entra_id), Some(*directory_id)),
+        Action::CreateGroup { entra_id, .. } => ("create_group", Some(entra_id), None),
+        Action::UpdateGroup {
+            entra_id,
+            directory_id,
+            ..
+        } => ("update_group", Some(entra_id), Some(*directory_id)),
+        Action::DeleteGroup {
+            entra_id,
+            directory_id,
+        } => ("delete_group", Some(entra_id), Some(*directory_id)),
+        Action::AddMembership { user, .. } => ("add_membership", Some(user), None),
+        Action::RemoveMembership { user, .. } => ("remove_membership", Some(user), None),
+        Action::CreateDepartment { .. } => ("create_department", None, None),
+        Action::SetDepartment { user, .. } => ("set_department", Some(user), None),
+        Action::DeleteDepartment { directory_id, .. } => ("delete_department", None, Some(*directory_id)),
+    }
+}
+
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &'static str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError {
+        doing: what,
+        source: sqlx::Error::Decode(Box::new(error)),
+    })
+}

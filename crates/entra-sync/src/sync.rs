@@ -1,0 +1,562 @@
+//! One sync run of one connection: fetch the users and groups delta rounds side by side, fold
+//! them into the source snapshot, plan, apply in batches, then advance the snapshot and the
+//! delta links together and record the run.
+
+use std::time::{Duration, Instant};
+
+use entra_sync_core::delta::{GroupDelta, UserDelta};
+use entra_sync_core::fold::{Touched, fold_groups, fold_users};
+use entra_sync_core::guard::{self, ReadHealth};
+use entra_sync_core::model::Presence;
+use entra_sync_core::model::SourceSnapshot;
+use entra_sync_core::plan::{Conflict, Plan, PlanCounts, plan_after_read};
+use serde::Serialize;
+
+use crate::clock;
+use crate::config::{Connection, SecretSource};
+use crate::graph::{Credential, DeltaStart, GraphClient, GraphSettings};
+use crate::store::{ConnectionState, DeltaLinks, RunMark, SourceWrite, Store, StoreError, Trigger};
+use crate::targets::directory::Directory;
+use crate::targets::{Target, TargetError};
+
+/// Actions per apply transaction: large enough for throughput, small enough that a crash loses
+/// little work and progress moves.
+const APPLY_BATCH: usize = 5_000;
+
+/// The outcome recorded for the actions of a plan a guard stopped, until it is approved.
+const AWAITING_APPROVAL: &str = "not applied: awaiting approval";
+
+/// Users present in Entra according to the snapshot.
+fn present_users(snapshot: &SourceSnapshot) -> usize {
+    snapshot
+        .users
+        .values()
+        .filter(|user| user.presence == Presence::Present)
+        .count()
+}
+
+/// How a run was asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Read everything instead of continuing from the stored delta links.
+    pub full: bool,
+    /// Plan and record, apply nothing, advance nothing.
+    pub dry_run: bool,
+    pub trigger: Trigger,
+}
+
+/// Progress of a run, for progress bars and logs.
+#[derive(Debug, Clone, Copy)]
+pub enum ProgressEvent {
+    /// Entries read from Graph so far.
+    Fetched { users: u64, groups: u64, pages: u64 },
+    /// The plan is ready.
+    Planned { actions: u64 },
+    /// Actions applied so far.
+    Applied { done: u64, total: u64 },
+}
+
+/// The run summary of the `sync --json` contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run_id: i64,
+    pub connection: String,
+    /// `full` or `delta`; `approved` for the summary of `approve`.
+    pub mode: &'static str,
+    /// `succeeded`, `failed`, `blocked` (a safety guard stopped it; see `guards`) or `dry_run`.
+    pub status: &'static str,
+    #[serde(flatten)]
+    pub counts: PlanCounts,
+    pub graph_requests: u64,
+    pub duration_ms: u64,
+    /// The delta links were rejected (expired or reset) and the run fell back to a full round.
+    pub delta_reset: bool,
+    /// Actions the target refused; they are retried by the next run.
+    pub failed_actions: usize,
+    pub conflict_details: Vec<Conflict>,
+    /// The safety guards that stopped the run (status `blocked`), each saying by how much.
+    pub guards: Vec<String>,
+    /// Why the run failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The plan, for `--dry-run`.
+    #[serde(skip)]
+    pub plan: Option<Plan>,
+}
+
+/// A problem found before the run could start: the configuration needs fixing.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("connection {connection:?}: {message}")]
+    Credential { connection: String, message: String },
+    #[error(transparent)]
+    Graph(#[from] crate::graph::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a started run failed; recorded in the history.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Graph(#[from] crate::graph::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+}
+
+/// Reads the connection's credential from where the config says it is.
+pub fn resolve_credential(connection: &Connection) -> Result<Credential, SyncError> {
+    let failure = |message: String| SyncError::Credential {
+        connection: connection.name.clone(),
+        message,
+    };
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|error| failure(format!("cannot read the {what} {}: {error}", path.display())))
+    };
+    match &connection.secret {
+        SecretSource::Inline(secret) => Ok(Credential::Secret(secret.clone())),
+        SecretSource::Env(name) => match std::env::var(name) {
+            Ok(secret) if !secret.trim().is_empty() => Ok(Credential::Secret(secret.trim().to_owned())),
+            _ => Err(failure(format!(
+                "the environment variable {name} (client_secret_env) is not set: export it with the client secret's Value"
+            ))),
+        },
+        SecretSource::File(path) => Ok(Credential::Secret(
+            read(path, "client secret file")?.trim().to_owned(),
+        )),
+        SecretSource::Certificate {
+            certificate_file,
+            private_key_file,
+        } => Ok(Credential::Certificate {
+            certificate_pem: read(certificate_file, "certificate_file")?,
+            private_key_pem: read(private_key_file, "private_key_file")?,
+        }),
+    }
+}
+
+/// A Graph client for a connection.
+pub fn graph_client(connection: &Connection) -> Result<GraphClient, SyncError> {
+    Ok(GraphClient::new(GraphSettings {
+        authority_url: connection.authority_url.clone(),
+        graph_url: connection.graph_url.clone(),
+        tenant_id: connection.tenant_id.clone(),
+        client_id: connection.client_id.clone(),
+        credential: resolve_credential(connection)?,
+    })?)
+}
+
+/// Runs one sync of `connection` and records it. A failure after the run started is reported in
+/// the summary (status `failed`) and the history, not as `Err`.
+pub async fn run(
+    store: &Store,
+    connection: &Connection,
+    options: RunOptions,
+    progress: &(dyn Fn(ProgressEvent) + Sync),
+) -> Result<RunSummary, SyncError> {
+    let started = Instant::now();
+    let client = graph_client(connection)?;
+    let state = store
+        .connection_state(&connection.name, &connection.organization, clock::now())
+        .await?;
+    store.mark_interrupted_runs(state.id).await?;
+    let want_full = options.full || state.users_delta_link.is_none() || state.groups_delta_link.is_none();
+    let run_id = store
+        .begin_run(state.id, options.trigger, mode_name(want_full), clock::now())
+        .await?;
+    let mut summary = RunSummary {
+        run_id,
+        connection: connection.name.clone(),
+        mode: mode_name(want_full),
+        status: "succeeded",
+        counts: PlanCounts::default(),
+        graph_requests: 0,
+        duration_ms: 0,
+        delta_reset: false,
+        failed_actions: 0,
+        conflict_details: Vec::new(),
+        guards: Vec::new(),
+        error: None,
+        plan: None,
+    };
+    let result = execute(
+        store,
+        connection,
+        &client,
+        &state,
+        options,
+        want_full,
+        &mut summary,
+        progress,
+    )
+    .await;
+    if let Err(error) = result {
+        // The caller reports the failure; the history keeps it.
+        tracing::info!(connection = %connection.name, run_id, %error, "sync run failed");
+        summary.status = "failed";
+        summary.error = Some(error.to_string());
+    }
+    summary.graph_requests = client.requests();
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    store
+        .finish_run(
+            run_id,
+            summary.mode,
+            summary.status,
+            Some(&summary.counts),
+            summary.graph_requests,
+            summary.duration_ms,
+            summary.error.as_deref(),
+            clock::now(),
+        )
+        .await?;
+    Ok(summary)
+}
+
+fn mode_name(full: bool) -> &'static str {
+    if full { "full" } else { "delta" }
+}
+
+/// What the users and groups rounds brought.
+struct Fetched {
+    /// A full round folds users as pages arrive; a delta round keeps the entries until it knows
+    /// whether anything changed at all.
+    full_snapshot: Option<SourceSnapshot>,
+    users: Vec<UserDelta>,
+    groups: Vec<GroupDelta>,
+    links: DeltaLinks,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    store: &Store,
+    connection: &Connection,
+    client: &GraphClient,
+    state: &ConnectionState,
+    options: RunOptions,
+    want_full: bool,
+    summary: &mut RunSummary,
+    progress: &(dyn Fn(ProgressEvent) + Sync),
+) -> Result<(), RunError> {
+    let policy_json = serde_json::to_string(&connection.policy).unwrap_or_default();
+    let mut full = want_full;
+    let phase = Instant::now();
+    let fetched = loop {
+        match fetch(client, state, full, progress).await {
+            Ok(fetched) => break fetched,
+            Err(error) if !full && error.is_delta_reset() => {
+                tracing::warn!(connection = %connection.name, %error, "delta links rejected; reading everything again");
+                summary.delta_reset = true;
+                full = true;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
+    summary.mode = mode_name(full);
+    tracing::debug!(
+        elapsed_ms = phase.elapsed().as_millis() as u64,
+        "fetched and folded the users round"
+    );
+    let directory = Directory::new(store.pool.clone(), state.organization_id);
+    let mut touched = Touched::default();
+    let snapshot = match fetched.full_snapshot {
+        Some(mut snapshot) => {
+            fold_groups(&mut snapshot, fetched.groups, &mut touched);
+            snapshot
+        }
+        None => {
+            let policy_changed = state.applied_policy.as_deref() != Some(policy_json.as_str());
+            if fetched.users.is_empty()
+                && fetched.groups.is_empty()
+                && !state.needs_replan
+                && !policy_changed
+                && store.soft_deleted_user_count(state.organization_id).await? == 0
+            {
+                // Nothing changed in Entra or in the policy since the last run and no purge can
+                // fall due: the plan would be empty, so skip loading the snapshot and the
+                // directory (a no-change run costs a few milliseconds). Drift made by hand in the
+                // directory is corrected by the next full run.
+                summary.counts.unchanged = store.linked_user_count(state.organization_id).await? as usize;
+                if !options.dry_run {
+                    store
+                        .commit_source(
+                            state.id,
+                            &SourceSnapshot::default(),
+                            SourceWrite::Touched(&touched),
+                            &fetched.links,
+                            &RunMark::default(),
+                            clock::now(),
+                        )
+                        .await?;
+                } else {
+                    summary.status = "dry_run";
+                    summary.plan = Some(Plan::default());
+                }
+                return Ok(());
+            }
+            let mut snapshot = store.load_snapshot(state.id).await?;
+            // Groups first: a user removed in the users round also leaves every group.
+            fold_groups(&mut snapshot, fetched.groups, &mut touched);
+            fold_users(&mut snapshot, fetched.users, &mut touched);
+            snapshot
+        }
+    };
+    let phase = Instant::now();
+    let target_state = directory.load().await?;
+    tracing::debug!(
+        elapsed_ms = phase.elapsed().as_millis() as u64,
+        users = target_state.users.len(),
+        "loaded the directory"
+    );
+    let phase = Instant::now();
+    let read = ReadHealth {
+        full_round: full,
+        delta_reset: summary.delta_reset,
+        // A page that cannot be read fails the whole run before planning, so a plan always
+        // comes from a read that reached its delta links.
+        complete: true,
+        users_read: present_users(&snapshot),
+    };
+    let plan = plan_after_read(&snapshot, &target_state, &connection.policy, &read, clock::now());
+    summary.counts = plan.counts();
+    summary.conflict_details = plan.conflicts.clone();
+    tracing::debug!(
+        elapsed_ms = phase.elapsed().as_millis() as u64,
+        actions = plan.actions.len(),
+        "planned"
+    );
+    progress(ProgressEvent::Planned {
+        actions: plan.actions.len() as u64,
+    });
+    store.record_conflicts(summary.run_id, &plan.conflicts).await?;
+    let verdict = guard::check(
+        &plan,
+        &read,
+        &target_state,
+        state.last_good_users,
+        &connection.policy,
+    );
+    summary.guards = verdict
+        .tripped
+        .iter()
+        .map(|tripped| tripped.message.clone())
+        .collect();
+    if verdict.blocked() && !options.dry_run {
+        let outcomes = vec![Some(AWAITING_APPROVAL.to_owned()); plan.actions.len()];
+        store
+            .record_actions(summary.run_id, 0, &plan.actions, &outcomes)
+            .await?;
+        store
+            .store_plan(summary.run_id, state.id, &plan, &summary.guards)
+            .await?;
+        summary.status = "blocked";
+        summary.plan = Some(plan);
+        return Ok(());
+    }
+    if options.dry_run {
+        let outcomes = vec![None; plan.actions.len()];
+        store
+            .record_actions(summary.run_id, 0, &plan.actions, &outcomes)
+            .await?;
+        summary.status = "dry_run";
+        summary.plan = Some(plan);
+        return Ok(());
+    }
+    let total = plan.actions.len() as u64;
+    let mut done = 0;
+    let (mut applying, mut recording) = (Duration::ZERO, Duration::ZERO);
+    for batch in plan.actions.chunks(APPLY_BATCH) {
+        let phase = Instant::now();
+        let outcomes = directory.apply(batch, clock::now()).await?;
+        applying += phase.elapsed();
+        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
+        let phase = Instant::now();
+        store
+            .record_actions(summary.run_id, done as usize, batch, &outcomes)
+            .await?;
+        recording += phase.elapsed();
+        done += batch.len() as u64;
+        progress(ProgressEvent::Applied { done, total });
+    }
+    tracing::debug!(
+        applying_ms = applying.as_millis() as u64,
+        recording_ms = recording.as_millis() as u64,
+        "applied and recorded the plan"
+    );
+    let phase = Instant::now();
+    let write = if full {
+        SourceWrite::Replace
+    } else {
+        SourceWrite::Touched(&touched)
+    };
+    store
+        .commit_source(
+            state.id,
+            &snapshot,
+            write,
+            &fetched.links,
+            &RunMark {
+                needs_replan: summary.failed_actions > 0,
+                present_users: Some(read.users_read),
+                policy: Some(policy_json),
+            },
+            clock::now(),
+        )
+        .await?;
+    tracing::debug!(
+        elapsed_ms = phase.elapsed().as_millis() as u64,
+        "committed the snapshot and delta links"
+    );
+    summary.plan = Some(plan);
+    Ok(())
+}
+
+/// Reads the users and groups rounds side by side.
+async fn fetch(
+    client: &GraphClient,
+    state: &ConnectionState,
+    full: bool,
+    progress: &(dyn Fn(ProgressEvent) + Sync),
+) -> Result<Fetched, crate::graph::Error> {
+    let start = |link: &Option<String>| match (full, link) {
+        (false, Some(link)) => DeltaStart::From(link.clone()),
+        _ => DeltaStart::Full,
+    };
+    let counters = Counters::default();
+    let mut full_snapshot = full.then(SourceSnapshot::default);
+    let mut touched = Touched::default();
+    let mut users = Vec::new();
+    let mut groups = Vec::new();
+    let users_round = client.users_delta(start(&state.users_delta_link), |page| {
+        counters.add_users(page.len() as u64, progress);
+        match &mut full_snapshot {
+            Some(snapshot) => fold_users(snapshot, page, &mut touched),
+            None => users.extend(page),
+        }
+    });
+    let groups_round = client.groups_delta(start(&state.groups_delta_link), |page| {
+        counters.add_groups(page.len() as u64, progress);
+        groups.extend(page);
+    });
+    let (users_end, groups_end) = tokio::join!(users_round, groups_round);
+    let (users_end, groups_end) = (users_end?, groups_end?);
+    Ok(Fetched {
+        full_snapshot,
+        users,
+        groups,
+        links: DeltaLinks {
+            users: Some(users_end.delta_link),
+            groups: Some(groups_end.delta_link),
+        },
+    })
+}
+
+/// Entries and pages read, shared by the two rounds for progress reports.
+#[derive(Default)]
+struct Counters {
+    users: std::sync::atomic::AtomicU64,
+    groups: std::sync::atomic::AtomicU64,
+    pages: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    fn add_users(&self, entries: u64, progress: &(dyn Fn(ProgressEvent) + Sync)) {
+        self.users
+            .fetch_add(entries, std::sync::atomic::Ordering::Relaxed);
+        self.report(progress);
+    }
+
+    fn add_groups(&self, entries: u64, progress: &(dyn Fn(ProgressEvent) + Sync)) {
+        self.groups
+            .fetch_add(entries, std::sync::atomic::Ordering::Relaxed);
+        self.report(progress);
+    }
+
+    fn report(&self, progress: &(dyn Fn(ProgressEvent) + Sync)) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pages = self.pages.fetch_add(1, Relaxed) + 1;
+        progress(ProgressEvent::Fetched {
+            users: self.users.load(Relaxed),
+            groups: self.groups.load(Relaxed),
+            pages,
+        });
+    }
+}
+
+/// Why a stored plan cannot be approved.
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveError {
+    #[error("run {0} has no plan awaiting approval: `entra-sync history` shows blocked runs")]
+    NoPlan(i64),
+    #[error("the plan of run {0} was already approved and applied")]
+    AlreadyApplied(i64),
+    #[error(
+        "the source moved on since run {run}: run {later} synced connection {connection:?} after it, so its plan is stale; run `entra-sync sync` for a fresh plan"
+    )]
+    Stale {
+        run: i64,
+        later: i64,
+        connection: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+}
+
+impl ApproveError {
+    /// Whether the user asked for something that cannot be (exit code 2) rather than a failure.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ApproveError::NoPlan(_) | ApproveError::AlreadyApplied(_))
+    }
+}
+
+/// Applies exactly the plan a guard stopped in run `run_id`. It refuses when a later run of the
+/// connection succeeded, because that run read a newer source and the stored plan may undo it.
+/// The delta links are not advanced: the next run reads the same changes again and, the plan
+/// being applied, finds nothing left to do.
+pub async fn approve(store: &Store, run_id: i64) -> Result<RunSummary, ApproveError> {
+    let started = Instant::now();
+    let stored = store
+        .stored_plan(run_id)
+        .await?
+        .ok_or(ApproveError::NoPlan(run_id))?;
+    if !stored.awaiting {
+        return Err(ApproveError::AlreadyApplied(run_id));
+    }
+    if let Some(later) = stored.later_run {
+        return Err(ApproveError::Stale {
+            run: run_id,
+            later,
+            connection: stored.connection,
+        });
+    }
+    let directory = Directory::new(store.pool.clone(), stored.organization_id);
+    directory.load().await?;
+    let mut failed_actions = 0;
+    let mut done = 0;
+    for batch in stored.plan.actions.chunks(APPLY_BATCH) {
+        let outcomes = directory.apply(batch, clock::now()).await?;
+        failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
+        store.record_actions(run_id, done, batch, &outcomes).await?;
+        done += batch.len();
+    }
+    store.mark_approved(run_id, clock::now()).await?;
+    Ok(RunSummary {
+        run_id,
+        connection: stored.connection,
+        mode: "approved",
+        status: "succeeded",
+        counts: stored.plan.counts(),
+        graph_requests: 0,
+        duration_ms: started.elapsed().as_millis() as u64,
+        delta_reset: false,
+        failed_actions,
+        conflict_details: stored.plan.conflicts.clone(),
+        guards: Vec::new(),
+        error: None,
+        plan: Some(stored.plan),
+    })
+}

@@ -1,0 +1,996 @@
+//! The embedded directory: organizations, users, groups and memberships in the SQLite database,
+//! applied in transactions per batch with multi-row statements for the bulk kinds.
+//!
+//! Architecture Invariant: every UPDATE and DELETE the sync issues on a user or group is qualified
+//! by the row's Entra id, so a directory user or group the sync neither created nor linked is never
+//! touched. Departments have no Entra id: a DELETE of one is qualified by `created_by_sync` and by
+//! having no users.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use entra_sync_core::map::{Attributes, Field};
+use entra_sync_core::plan::{Action, FieldChange};
+use entra_sync_core::target::{
+    DirectoryDepartment, DirectoryGroup, DirectoryId, DirectoryUser, TargetState, UserStatus,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+use super::{Outcome, Target, TargetError};
+use crate::store::{Doing, ROWS_PER_INSERT, StoreError, decode_json, timestamp};
+
+/// The directory of one organization.
+pub struct Directory {
+    pool: SqlitePool,
+    organization_id: i64,
+    /// Entra id to directory id, kept across batches so memberships find users created earlier.
+    ids: Mutex<IdMaps>,
+}
+
+#[derive(Default)]
+struct IdMaps {
+    users: HashMap<String, DirectoryId>,
+    groups: HashMap<String, DirectoryId>,
+}
+
+/// The stored name of a user status.
+pub fn status_name(status: UserStatus) -> &'static str {
+    match status {
+        UserStatus::Active => "active",
+        UserStatus::Disabled => "disabled",
+        UserStatus::SoftDeleted => "soft_deleted",
+        UserStatus::Purged => "purged",
+    }
+}
+
+fn parse_status(name: &str) -> UserStatus {
+    match name {
+        "disabled" => UserStatus::Disabled,
+        "soft_deleted" => UserStatus::SoftDeleted,
+        "purged" => UserStatus::Purged,
+        _ => UserStatus::Active,
+    }
+}
+
+fn email_lower(attributes: &Attributes) -> Option<String> {
+    attributes.get(&Field::Email).map(|email| email.to_lowercase())
+}
+
+fn target_error(source: StoreError) -> TargetError {
+    TargetError {
+        target: "directory",
+        source,
+    }
+}
+
+impl Directory {
+    /// The directory of the organization with this id.
+    pub fn new(pool: SqlitePool, organization_id: i64) -> Directory {
+        Directory {
+            pool,
+            organization_id,
+            ids: Mutex::new(IdMaps::default()),
+        }
+    }
+
+    fn user_id(&self, entra_id: &str) -> Option<DirectoryId> {
+        self.ids.lock().ok()?.users.get(entra_id).copied()
+    }
+
+    fn group_id(&self, entra_id: &str) -> Option<DirectoryId> {
+        self.ids.lock().ok()?.groups.get(entra_id).copied()
+    }
+
+    async fn load_state(&self) -> Result<TargetState, StoreError> {
+        let mut state = TargetState::default();
+        let mut ids = IdMaps::default();
+        let rows = sqlx::query(
+            "SELECT id, entra_id, attributes, status, status_reason, soft_deleted_at, department_id FROM users WHERE organization_id = ?",
+        )
+        .bind(self.organization_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing("loading directory users")?;
+        for row in rows {
+            let user = DirectoryUser {
+                id: row.get(0),
+                entra_id: row.get(1),
+                attributes: decode_json(row.get::<&str, _>(2), "a user's attributes")?,
+                status: parse_status(row.get::<&str, _>(3)),
+                status_reason: row.get(4),
+                soft_deleted_at: row
+                    .get::<Option<&str>, _>(5)
+                    .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+                    .map(|time| time.with_timezone(&Utc)),
+                department: row.get(6),
+            };
+            if let Some(entra_id) = &user.entra_id {
+                ids.users.insert(entra_id.clone(), user.id);
+            }
+            state.users.push(user);
+        }
+        let rows =
+            sqlx::query("SELECT id, entra_id, name, description FROM groups WHERE organization_id = ?")
+                .bind(self.organization_id)
+                .fetch_all(&self.pool)
+                .await
+                .doing("loading directory groups")?;
+        for row in rows {
+            let group = DirectoryGroup {
+                id: row.get(0),
+                entra_id: row.get(1),
+                name: row.get(2),
+                description: row.get(3),
+            };
+            if let Some(entra_id) = &group.entra_id {
+                ids.groups.insert(entra_id.clone(), group.id);
+            }
+            state.groups.push(group);
+        }
+        let rows = sqlx::query(
+            "SELECT id, name, created_by_sync FROM departments WHERE organization_id = ? ORDER BY id",
+        )
+        .bind(self.organization_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing("loading departments")?;
+        for row in rows {
+            state.departments.push(DirectoryDepartment {
+                id: row.get(0),
+                name: row.get(1),
+                created_by_sync: row.get::<i64, _>(2) != 0,
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT g.entra_id, u.entra_id FROM memberships m JOIN groups g ON g.id = m.group_id JOIN users u ON u.id = m.user_id \
+             WHERE g.organization_id = ? AND m.managed_by_sync = 1 AND g.entra_id IS NOT NULL AND u.entra_id IS NOT NULL",
+        )
+        .bind(self.organization_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing("loading memberships")?;
+        for row in rows {
+            state.memberships.insert((row.get(0), row.get(1)));
+        }
+        if let Ok(mut shared) = self.ids.lock() {
+            *shared = ids;
+        }
+        Ok(state)
+    }
+
+    async fn apply_batch(&self, actions: &[Action], now: DateTime<Utc>) -> Result<Vec<Outcome>, StoreError> {
+        let now = timestamp(now);
+        let mut transaction = self.pool.begin().await.doing("applying a batch")?;
+        let mut outcomes = Vec::with_capacity(actions.len());
+        let mut index = 0;
+        while index < actions.len() {
+            // Runs of the bulk kinds go through multi-row statements.
+            let run_end = actions[index..]
+                .iter()
+                .position(|action| std::mem::discriminant(action) != std::mem::discriminant(&actions[index]))
+                .map_or(actions.len(), |offset| index + offset)
+                .min(index + ROWS_PER_INSERT);
+            match &actions[index] {
+                Action::CreateUser { .. } => {
+                    outcomes.extend(
+                        self.create_users(&mut transaction, &actions[index..run_end], &now)
+                            .await?,
+                    );
+                    index = run_end;
+                }
+                Action::AddMembership { .. } => {
+                    outcomes.extend(
+                        self.add_memberships(&mut transaction, &actions[index..run_end])
+                            .await?,
+                    );
+                    index = run_end;
+                }
+                Action::SetDepartment { .. } => {
+                    outcomes.extend(
+                        self.set_departments(&mut transaction, &actions[index..run_end], &now)
+                            .await?,
+                    );
+                    index = run_end;
+                }
+                action => {
+                    outcomes.push(self.apply_one(&mut transaction, action, &now).await?);
+                    index += 1;
+                }
+            }
+        }
+        transaction.commit().await.doing("committing a batch")?;
+        Ok(outcomes)
+    }
+
+    async fn create_users(
+        &self,
+        transaction: &mut Transaction<'_, Sqlite>,
+        actions: &[Action],
+        now: &str,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO users (organization_id, entra_id, email_lower, attributes, status, status_reason, created_at, updated_at) ",
+        );
+        insert.push_values(actions, |mut row, action| {
+            if let Action::CreateUser {
+                entra_id,
+                attributes,
+                status,
+                status_reason,
+            } = action
+            {
+                row.push_bind(self.organization_id)
+                    .push_bind(entra_id.clone())
+                    .push_bind(email_lower(attributes))
+                    .push_bind(serde_json::to_string(attributes).unwrap_or_default())
+                    .push_bind(status_name(*status))
+                    .push_bind(status_reason.clone())
+                    .push_bind(now.to_owned())
+                    .push_bind(now.to_owned());
+            }
+        });
+        // A re-run after a crash may find the user already there: converge instead of failing.
+        insert.push(
+            " ON CONFLICT (organization_id, entra_id) DO UPDATE SET email_lower = excluded.email_lower, \
+             attributes = excluded.attributes, status = excluded.status, status_reason = excluded.status_reason, \
+             updated_at = excluded.updated_at RETURNING id, entra_id",
+        );
+        let rows = insert
+            .build()
+            .fetch_all(&mut **transaction)
+            .await
+            .doing("creating users")?;
+        if let Ok(mut ids) = self.ids.lock() {
+            for row in rows {
+                ids.users.insert(row.get(1), row.get(0));
+            }
+        }
+        Ok(vec![None; actions.len()])
+    }
+
+    async fn add_memberships(
+        &self,
+        transaction: &mut Transaction<'_, Sqlite>,
+        actions: &[Action],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(actions.len());
+        let mut pairs = Vec::with_capacity(actions.len());
+        for action in actions {
+            if let Action::AddMembership { group, user } = action {
+                match (self.group_id(group), self.user_id(user)) {
+                    (Some(group_id), Some(user_id)) => {
+                        pairs.push((group_id, user_id));
+                        outcomes.push(None);
+                    }
+                    (None, _) => outcomes.push(Some(format!("group {group} is not in the directory"))),
+                    (_, None) => outcomes.push(Some(format!("user {user} is not in the directory"))),
+                }
+            }
+        }
+        if !pairs.is_empty() {
+            let mut insert =
+                QueryBuilder::<Sqlite>::new("INSERT INTO memberships (group_id, user_id, managed_by_sync) ");
+            insert.push_values(&pairs, |mut row, (group_id, user_id)| {
+                row.push_bind(*group_id).push_bind(*user_id).push_bind(1);
+            });
+            insert.push(" ON CONFLICT (group_id, user_id) DO UPDATE SET managed_by_sync = 1");
+            insert
+                .build()
+                .execute(&mut **transaction)
+                .await
+                .doing("adding memberships")?;
+        }
+        Ok(outcomes)
+    }
+
+    /// Assigns departments by name, one statement for up to `ROWS_PER_INSERT` assignments: a first
+    /// sync assigns one to nearly every user, and one UPDATE each would make that the slowest part
+    /// of the run.
+    async fn set_departments(
+        &self,
+        transaction: &mut Transaction<'_, Sqlite>,
+        actions: &[Action],
+        now: &str,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut update = QueryBuilder::<Sqlite>::new("WITH wanted (entra_id, name_lower) AS (");
+        update.push_values(actions, |mut row, action| {
+            if let Action::SetDepartment { user, department } = action {
+                row.push_bind(user.clone())
+                    .push_bind(department.as_deref().map(str::to_lowercase));
+            }
+        });
+        update.push(") UPDATE users SET department_id = d.id, updated_at = ");
+        update.push_bind(now.to_owned());
+        update.push(" FROM wanted LEFT JOIN departments d ON d.organization_id = ");
+        update.push_bind(self.organization_id);
+        update.push(" AND d.name_lower = wanted.name_lower WHERE users.organization_id = ");
+        update.push_bind(self.organization_id);
+        update.push(" AND users.entra_id = wanted.entra_id RETURNING users.entra_id");
+        let rows = update
+            .build()
+            .fetch_all(&mut **transaction)
+            .await
+            .doing("assigning departments")?;
+        let assigned: HashSet<String> = rows.iter().map(|row| row.get(0)).collect();
+        Ok(actions
+            .iter()
+            .map(|action| match action {
+                Action::SetDepartment { user, .. } if !assigned.contains(user) => {
+                    Some(format!("user {user} is not in the directory"))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn apply_one(
+        &self,
+        transaction: &mut Transaction<'_, Sqlite>,
+        action: &Action,
+        now: &str,
+    ) -> Result<Outcome, StoreError> {
+        let organization_id = self.organization_id;
+        match action {
+            Action::CreateUser { .. } | Action::AddMembership { .. } | Action::SetDepartment { .. } => {
+                unreachable!("bulk kinds are applied by create_users, add_memberships and set_departments")
+            }
+            Action::LinkUser {
+                directory_id,
+                entra_id,
+                changes,
+            } => {
+                // Only an unlinked user may be linked, so a link never steals another's record.
+                let linked = sqlx::query("UPDATE users SET entra_id = ?, updated_at = ? WHERE id = ? AND organization_id = ? AND entra_id IS NULL")
+                    .bind(entra_id)
+                    .bind(now)
+                    .bind(directory_id)
+                    .bind(organization_id)
+                    .execute(&mut **transaction)
+                    .await
+                    .doing("linking a user")?;
+                if linked.rows_affected() == 0 {
+                    return Ok(Some(format!(
+                        "directory user {directory_id} is no longer unlinked"
+                    )));
+                }
+                if let Ok(mut ids) = self.ids.lock() {
+                    ids.users.insert(entra_id.clone(), *directory_id);
+                }
+                self.change_user(transaction, *directory_id, entra_id, changes, None, now)
+                    .await
+            }
+            Action::UpdateUser {
+                directory_id,
+                entra_id,
+                changes,
+            } => {
+                self.change_user(transaction, *directory_id, entra_id, changes, None, now)
+                    .await
+            }
+            Action::RestoreUser {
+                directory_id,
+                entra_id,
+                changes,
+            } => {
+                self.change_user(
+                    transaction,
+                    *directory_id,
+                    entra_id,
+                    changes,
+                    Some((UserStatus::Active, None)),
+                    now,
+                )
+                .await
+            }
+            Action::DisableUser {
+                directory_id,
+                entra_id,
+                reason,
+            } => {
+                self.change_user(
+                    transaction,
+                    *directory_id,
+                    entra_id,
+                    &[],
+                    Some((UserStatus::Disabled, Some(reason.as_str()))),
+                    now,
+                )
+                .await
+            }
+            Action::SoftDeleteUser {
+                directory_id,
+                entra_id,
+                reason,
+            } => {
+                self.change_user(
+                    transaction,
+                    *directory_id,
+                    entra_id,
+                    &[],
+                    Some((UserStatus::SoftDeleted, Some(reason.as_str()))),
+                    now,
+                )
+                .await
+            }
+            Action::DeleteUser {
+                directory_id,
+                entra_id,
+                ..
+            } => {
+                // Memberships go with the row (ON DELETE CASCADE).
+                let deleted =
+                    sqlx::query("DELETE FROM users WHERE id = ? AND organization_id = ? AND entra_id = ?")
+                        .bind(directory_id)
+                        .bind(organization_id)
+                        .bind(entra_id)
+                        .execute(&mut **transaction)
+                        .await
+                        .doing("deleting a user")?;
+                if let Ok(mut ids) = self.ids.lock() {
+                    ids.users.remove(entra_id);
+                }
+                Ok(not_owned(deleted.rows_affected(), "user", *directory_id))
+            }
+            Action::PurgeUser {
+                directory_id,
+                entra_id,
+            } => {
+                // A tombstone: the ids, status reason and timestamps stay so that references to the
+                // user remain valid; its personal fields, department and the sync's memberships go.
+                let purged = sqlx::query(
+                    "UPDATE users SET attributes = '{}', email_lower = NULL, department_id = NULL, status = 'purged', updated_at = ? \
+                     WHERE id = ? AND organization_id = ? AND entra_id = ?",
+                )
+                .bind(now)
+                .bind(directory_id)
+                .bind(organization_id)
+                .bind(entra_id)
+                .execute(&mut **transaction)
+                .await
+                .doing("purging a user")?;
+                sqlx::query("DELETE FROM memberships WHERE user_id = ? AND managed_by_sync = 1")
+                    .bind(directory_id)
+                    .execute(&mut **transaction)
+                    .await
+                    .doing("purging a user's memberships")?;
+                Ok(not_owned(purged.rows_affected(), "user", *directory_id))
+            }
+            Action::CreateDepartment { name } => {
+                sqlx::query(
+                    "INSERT INTO departments (organization_id, name, name_lower, created_by_sync, created_at) VALUES (?, ?, ?, 1, ?) \
+                     ON CONFLICT (organization_id, name_lower) DO NOTHING",
+                )
+                .bind(organization_id)
+                .bind(name)
+                .bind(name.to_lowercase())
+                .bind(now)
+                .execute(&mut **transaction)
+                .await
+                .doing("creating a department")?;
+                Ok(None)
+            }
+            Action::DeleteDepartment { directory_id, name } => {
+                let deleted = sqlx::query(
+                    "DELETE FROM departments WHERE id = ? AND organization_id = ? AND created_by_sync = 1 \
+                     AND NOT EXISTS (SELECT 1 FROM users WHERE users.department_id = departments.id)",
+                )
+                .bind(directory_id)
+                .bind(organization_id)
+                .execute(&mut **transaction)
+                .await
+                .doing("deleting a department")?;
+                Ok((deleted.rows_affected() == 0).then(|| {
+                    format!("department {name:?} has users again or was not created by the sync; it is kept")
+                }))
+            }
+            Action::CreateGroup {
+                entra_id,
+                name,
+                description,
+            } => {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO groups (organization_id, entra_id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (organization_id, entra_id) DO UPDATE SET name = excluded.name, description = excluded.description, updated_at = excluded.updated_at RETURNING id",
+                )
+                .bind(organization_id)
+                .bind(entra_id)
+                .bind(name)
+                .bind(description)
+                .bind(now)
+                .bind(now)
+                .fetch_one(&mut **transaction)
+                .await
+                .doing("creating a group")?;
+                if let Ok(mut ids) = self.ids.lock() {
+                    ids.groups.insert(entra_id.clone(), id);
+                }
+                Ok(None)
+            }
+            Action::UpdateGroup {
+                directory_id,
+                entra_id,
+                name,
+                description,
+            } => {
+                let updated = sqlx::query("UPDATE groups SET name = ?, description = ?, updated_at = ? WHERE id = ? AND organization_id = ? AND entra_id = ?")
+                    .bind(name)
+                    .bind(description)
+                    .bind(now)
+                    .bind(directory_id)
+                    .bind(organization_id)
+                    .bind(entra_id)
+                    .execute(&mut **transaction)
+                    .await
+                    .doing("updating a group")?;
+                Ok(not_owned(updated.rows_affected(), "group", *directory_id))
+            }
+            Action::DeleteGroup {
+                directory_id,
+                entra_id,
+            } => {
+                let deleted =
+                    sqlx::query("DELETE FROM groups WHERE id = ? AND organization_id = ? AND entra_id = ?")
+                        .bind(directory_id)
+                        .bind(organization_id)
+                        .bind(entra_id)
+                        .execute(&mut **transaction)
+                        .await
+                        .doing("deleting a group")?;
+                if let Ok(mut ids) = self.ids.lock() {
+                    ids.groups.remove(entra_id);
+                }
+                Ok(not_owned(deleted.rows_affected(), "group", *directory_id))
+            }
+            Action::RemoveMembership { group, user } => {
+                let (Some(group_id), Some(user_id)) = (self.group_id(group), self.user_id(user)) else {
+                    return Ok(None);
+                };
+                sqlx::query(
+                    "DELETE FROM memberships WHERE group_id = ? AND user_id = ? AND managed_by_sync = 1",
+                )
+                .bind(group_id)
+                .bind(user_id)
+                .execute(&mut **transaction)
+                .await
+                .doing("removing a membership")?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Applies field changes and an optional new status to a user the sync owns.
+    async fn change_user(
+        &self,
+        transaction: &mut Transaction<'_, Sqlite>,
+        directory_id: DirectoryId,
+        entra_id: &str,
+        changes: &[FieldChange],
+        status: Option<(UserStatus, Option<&str>)>,
+        now: &str,
+    ) -> Result<Outcome, StoreError> {
+        let row = sqlx::query("SELECT attributes, status, status_reason, soft_deleted_at FROM users WHERE id = ? AND organization_id = ? AND entra_id = ?")
+            .bind(directory_id)
+            .bind(self.organization_id)
+            .bind(entra_id)
+            .fetch_optional(&mut **transaction)
+            .await
+            .doing("reading a user")?;
+        let Some(row) = row else {
+            return Ok(not_owned(0, "user", directory_id));
+        };
+        let mut attributes: Attributes = decode_json(row.get::<&str, _>(0), "a user's attributes")?;
+        for change in changes {
+            match &change.after {
+                Some(value) => attributes.insert(change.field, value.clone()),
+                None => attributes.remove(&change.field),
+            };
+        }
+        // The retention period counts from the first soft-delete; any other status ends it.
+        let (status, reason, soft_deleted_at) = match status {
+            Some((UserStatus::SoftDeleted, reason)) => (
+                status_name(UserStatus::SoftDeleted).to_owned(),
+                reason.map(str::to_owned),
+                Some(row.get::<Option<String>, _>(3).unwrap_or_else(|| now.to_owned())),
+            ),
+            Some((status, reason)) => (status_name(status).to_owned(), reason.map(str::to_owned), None),
+            None => (
+                row.get::<String, _>(1),
+                row.get::<Option<String>, _>(2),
+                row.get::<Option<String>, _>(3),
+            ),
+        };
+        sqlx::query("UPDATE users SET attributes = ?, email_lower = ?, status = ?, status_reason = ?, soft_deleted_at = ?, updated_at = ? WHERE id = ? AND entra_id = ?")
+            .bind(serde_json::to_string(&attributes).unwrap_or_default())
+            .bind(email_lower(&attributes))
+            .bind(status)
+            .bind(reason)
+            .bind(soft_deleted_at)
+            .bind(now)
+            .bind(directory_id)
+            .bind(entra_id)
+            .execute(&mut **transaction)
+            .await
+            .doing("updating a user")?;
+        Ok(None)
+    }
+}
+
+/// The outcome when a qualified statement matched no row: the record is not the sync's.
+fn not_owned(rows_affected: u64, kind: &str, directory_id: DirectoryId) -> Outcome {
+    (rows_affected == 0).then(|| {
+        format!("directory {kind} {directory_id} is not linked to this Entra object; the sync only changes what it owns")
+    })
+}
+
+impl Target for Directory {
+    async fn load(&self) -> Result<TargetState, TargetError> {
+        self.load_state().await.map_err(target_error)
+    }
+
+    async fn apply(&self, actions: &[Action], now: DateTime<Utc>) -> Result<Vec<Outcome>, TargetError> {
+        self.apply_batch(actions, now).await.map_err(target_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use chrono::TimeZone;
+    use entra_sync_core::plan::DisableReason;
+
+    use super::*;
+    use crate::store::Store;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap()
+    }
+
+    async fn directory() -> (tempfile::TempDir, Store, Directory) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let state = store.connection_state("contoso", "Contoso", now()).await.unwrap();
+        let directory = Directory::new(store.pool.clone(), state.organization_id);
+        (dir, store, directory)
+    }
+
+    fn create(entra_id: &str, email: &str) -> Action {
+        Action::CreateUser {
+            entra_id: entra_id.into(),
+            attributes: Attributes::from([
+                (Field::Email, email.into()),
+                (Field::GivenName, "Ada".into()),
+                (Field::Surname, "Lovelace".into()),
+            ]),
+            status: UserStatus::Active,
+            status_reason: None,
+        }
+    }
+
+    /// A user the application made itself, without an Entra link.
+    async fn unlinked_user(directory: &Directory, email: &str) -> DirectoryId {
+        sqlx::query_scalar(
+            "INSERT INTO users (organization_id, email_lower, attributes, status, created_at, updated_at) \
+             VALUES (?, ?, '{}', 'active', '', '') RETURNING id",
+        )
+        .bind(directory.organization_id)
+        .bind(email)
+        .fetch_one(&directory.pool)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn creating_twice_converges_on_one_user() {
+        let (_dir, _store, directory) = directory().await;
+        directory.load().await.unwrap();
+        let actions = [create("e1", "ada@contoso.example")];
+        assert_eq!(directory.apply(&actions, now()).await.unwrap(), vec![None]);
+        assert_eq!(directory.apply(&actions, now()).await.unwrap(), vec![None]);
+        let state = directory.load().await.unwrap();
+        assert_eq!(state.users.len(), 1);
+        assert_eq!(state.users[0].entra_id.as_deref(), Some("e1"));
+    }
+
+    #[tokio::test]
+    async fn a_user_the_sync_does_not_own_is_never_disabled_or_changed() {
+        let (_dir, _store, directory) = directory().await;
+        let id = unlinked_user(&directory, "own@contoso.example").await;
+        directory.load().await.unwrap();
+        let actions = [
+            Action::DisableUser {
+                directory_id: id,
+                entra_id: "e-other".into(),
+                reason: DisableReason::DeletedInMicrosoft,
+            },
+            Action::UpdateUser {
+                directory_id: id,
+                entra_id: "e-other".into(),
+                changes: vec![FieldChange {
+                    field: Field::JobTitle,
+                    before: None,
+                    after: Some("Hacked".into()),
+                }],
+            },
+        ];
+        let outcomes = directory.apply(&actions, now()).await.unwrap();
+        assert!(outcomes.iter().all(|outcome| {
+            outcome
+                .as_deref()
+                .is_some_and(|o| o.contains("only changes what it owns"))
+        }));
+        let state = directory.load().await.unwrap();
+        assert_eq!(state.users[0].status, UserStatus::Active);
+        assert!(state.users[0].attributes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn linking_takes_an_unlinked_user_once_then_updates_apply() {
+        let (_dir, _store, directory) = directory().await;
+        let id = unlinked_user(&directory, "ada@contoso.example").await;
+        directory.load().await.unwrap();
+        let change = FieldChange {
+            field: Field::JobTitle,
+            before: None,
+            after: Some("Engineer".into()),
+        };
+        let link = |entra_id: &str| Action::LinkUser {
+            directory_id: id,
+            entra_id: entra_id.into(),
+            changes: vec![change.clone()],
+        };
+        assert_eq!(directory.apply(&[link("e1")], now()).await.unwrap(), vec![None]);
+        let second = directory.apply(&[link("e2")], now()).await.unwrap();
+        assert!(
+            second[0]
+                .as_deref()
+                .is_some_and(|o| o.contains("no longer unlinked"))
+        );
+        let state = directory.load().await.unwrap();
+        assert_eq!(state.users[0].entra_id.as_deref(), Some("e1"));
+        assert_eq!(
+            state.users[0]
+                .attributes
+                .get(&Field::JobTitle)
+                .map(String::as_str),
+            Some("Engineer")
+        );
+    }
+
+    #[tokio::test]
+    async fn memberships_are_added_in_bulk_and_only_the_syncs_are_removed() {
+        let (_dir, _store, directory) = directory().await;
+        directory.load().await.unwrap();
+        let group = Action::CreateGroup {
+            entra_id: "g1".into(),
+            name: "Support Operations".into(),
+            description: None,
+        };
+        let actions = [
+            group,
+            create("e1", "a@contoso.example"),
+            create("e2", "b@contoso.example"),
+            Action::AddMembership {
+                group: "g1".into(),
+                user: "e1".into(),
+            },
+            Action::AddMembership {
+                group: "g1".into(),
+                user: "e2".into(),
+            },
+            Action::AddMembership {
+                group: "g1".into(),
+                user: "missing".into(),
+            },
+        ];
+        let outcomes = directory.apply(&actions, now()).await.unwrap();
+        assert_eq!(outcomes[..5], [None, None, None, None, None]);
+        assert!(
+            outcomes[5]
+                .as_deref()
+                .is_some_and(|o| o.contains("not in the directory"))
+        );
+        let state = directory.load().await.unwrap();
+        assert_eq!(state.memberships.len(), 2);
+        // A membership the application made itself is not the sync's to remove.
+        sqlx::query("UPDATE memberships SET managed_by_sync = 0 WHERE user_id = (SELECT id FROM users WHERE entra_id = 'e2')")
+            .execute(&directory.pool)
+            .await
+            .unwrap();
+        let removals = [
+            Action::RemoveMembership {
+                group: "g1".into(),
+                user: "e1".into(),
+            },
+            Action::RemoveMembership {
+                group: "g1".into(),
+                user: "e2".into(),
+            },
+        ];
+        directory.apply(&removals, now()).await.unwrap();
+        let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM memberships")
+            .fetch_one(&directory.pool)
+            .await
+            .unwrap();
+        assert_eq!(remaining, 1);
+    }
+
+    #[tokio::test]
+    async fn the_ladder_soft_deletes_restores_purges_and_deletes_only_what_the_sync_owns() {
+        let (_dir, _store, directory) = directory().await;
+        directory.load().await.unwrap();
+        let group = Action::CreateGroup {
+            entra_id: "g1".into(),
+            name: "Support Operations".into(),
+            description: None,
+        };
+        let member = |user: &str| Action::AddMembership {
+            group: "g1".into(),
+            user: user.into(),
+        };
+        let setup = [
+            group,
+            create("e1", "a@contoso.example"),
+            create("e2", "b@contoso.example"),
+            member("e1"),
+            member("e2"),
+        ];
+        directory.apply(&setup, now()).await.unwrap();
+        let state = directory.load().await.unwrap();
+        let id = |entra_id: &str| {
+            state
+                .users
+                .iter()
+                .find(|user| user.entra_id.as_deref() == Some(entra_id))
+                .unwrap()
+                .id
+        };
+        let (e1, e2) = (id("e1"), id("e2"));
+        let soft_delete = Action::SoftDeleteUser {
+            directory_id: e1,
+            entra_id: "e1".into(),
+            reason: DisableReason::DeletedInMicrosoft,
+        };
+        directory
+            .apply(std::slice::from_ref(&soft_delete), now())
+            .await
+            .unwrap();
+        // A second soft-delete keeps the first time: the retention counts from there.
+        let later = now() + chrono::TimeDelta::days(3);
+        directory.apply(&[soft_delete], later).await.unwrap();
+        let user = |state: &TargetState, id: DirectoryId| state.users.iter().find(|u| u.id == id).cloned();
+        let state = directory.load().await.unwrap();
+        let soft = user(&state, e1).unwrap();
+        assert_eq!(soft.status, UserStatus::SoftDeleted);
+        assert_eq!(soft.status_reason.as_deref(), Some("Deleted in Microsoft"));
+        assert_eq!(soft.soft_deleted_at, Some(now()));
+
+        let restore = Action::RestoreUser {
+            directory_id: e1,
+            entra_id: "e1".into(),
+            changes: Vec::new(),
+        };
+        directory.apply(&[restore], later).await.unwrap();
+        let restored = user(&directory.load().await.unwrap(), e1).unwrap();
+        assert_eq!(
+            (restored.status, restored.soft_deleted_at),
+            (UserStatus::Active, None)
+        );
+
+        let purge = Action::PurgeUser {
+            directory_id: e1,
+            entra_id: "e1".into(),
+        };
+        let delete = Action::DeleteUser {
+            directory_id: e2,
+            entra_id: "e2".into(),
+            reason: DisableReason::OutOfScope,
+        };
+        assert_eq!(
+            directory.apply(&[purge, delete], later).await.unwrap(),
+            vec![None, None]
+        );
+        let state = directory.load().await.unwrap();
+        let tombstone = user(&state, e1).unwrap();
+        assert_eq!(tombstone.status, UserStatus::Purged);
+        assert_eq!(tombstone.entra_id.as_deref(), Some("e1"));
+        assert!(tombstone.attributes.is_empty());
+        assert!(user(&state, e2).is_none());
+        assert!(state.memberships.is_empty());
+
+        // Neither reaches a user the sync does not own.
+        let own = unlinked_user(&directory, "own@contoso.example").await;
+        let not_owned = [
+            Action::SoftDeleteUser {
+                directory_id: own,
+                entra_id: "e-other".into(),
+                reason: DisableReason::OutOfScope,
+            },
+            Action::PurgeUser {
+                directory_id: own,
+                entra_id: "e-other".into(),
+            },
+            Action::DeleteUser {
+                directory_id: own,
+                entra_id: "e-other".into(),
+                reason: DisableReason::OutOfScope,
+            },
+        ];
+        let outcomes = directory.apply(&not_owned, later).await.unwrap();
+        assert!(outcomes.iter().all(|outcome| {
+            outcome
+                .as_deref()
+                .is_some_and(|o| o.contains("only changes what it owns"))
+        }));
+        let state = directory.load().await.unwrap();
+        assert_eq!(user(&state, own).unwrap().status, UserStatus::Active);
+    }
+
+    #[tokio::test]
+    async fn departments_are_created_assigned_and_removed_only_when_the_syncs_and_empty() {
+        let (_dir, _store, directory) = directory().await;
+        sqlx::query(
+            "INSERT INTO departments (organization_id, name, name_lower, created_by_sync, created_at) VALUES (?, 'Made by hand', 'made by hand', 0, '')",
+        )
+        .bind(directory.organization_id)
+        .execute(&directory.pool)
+        .await
+        .unwrap();
+        directory.load().await.unwrap();
+        let assign = |user: &str, department: Option<&str>| Action::SetDepartment {
+            user: user.into(),
+            department: department.map(str::to_owned),
+        };
+        let actions = [
+            Action::CreateDepartment {
+                name: "Support".into(),
+            },
+            create("e1", "a@contoso.example"),
+            create("e2", "b@contoso.example"),
+            assign("e1", Some("support")),
+            assign("e2", Some("Made by hand")),
+            assign("missing", Some("Support")),
+        ];
+        let outcomes = directory.apply(&actions, now()).await.unwrap();
+        assert_eq!(outcomes[..5], [None, None, None, None, None]);
+        assert!(
+            outcomes[5]
+                .as_deref()
+                .is_some_and(|o| o.contains("not in the directory"))
+        );
+        let state = directory.load().await.unwrap();
+        let department = |name: &str| state.departments.iter().find(|d| d.name == name).unwrap().clone();
+        let (support, by_hand) = (department("Support"), department("Made by hand"));
+        assert!(support.created_by_sync && !by_hand.created_by_sync);
+        let of = |entra_id: &str| {
+            state
+                .users
+                .iter()
+                .find(|user| user.entra_id.as_deref() == Some(entra_id))
+                .unwrap()
+                .department
+        };
+        assert_eq!((of("e1"), of("e2")), (Some(support.id), Some(by_hand.id)));
+
+        let delete = |department: &DirectoryDepartment| Action::DeleteDepartment {
+            directory_id: department.id,
+            name: department.name.clone(),
+        };
+        // Still in use, or not the sync's: kept.
+        let kept = directory
+            .apply(&[delete(&support), assign("e2", None), delete(&by_hand)], now())
+            .await
+            .unwrap();
+        assert!(kept[0].as_deref().is_some_and(|o| o.contains("is kept")));
+        assert!(kept[2].as_deref().is_some_and(|o| o.contains("is kept")));
+        let removed = directory
+            .apply(&[assign("e1", None), delete(&support)], now())
+            .await
+            .unwrap();
+        assert_eq!(removed, vec![None, None]);
+        let state = directory.load().await.unwrap();
+        assert_eq!(state.departments.len(), 1);
+        assert_eq!(state.departments[0].name, "Made by hand");
+    }
+}

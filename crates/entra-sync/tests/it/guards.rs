@@ -1,0 +1,320 @@
+//! Safety guards, approval, dry run and explain, end to end: a mass removal in Entra stops the
+//! run with exit code 3 and applies nothing; `approve` applies exactly the stored plan, once,
+//! and refuses once the source has moved on.
+
+use serde_json::{Value, json};
+
+use crate::support::{Tenant, Workspace, count};
+
+fn stdout_json(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "not JSON ({error}): {} / {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_removal_is_blocked_until_approved_and_approval_applies_exactly_that_plan() {
+    let tenant = Tenant::start(200, 8).await;
+    let connection = tenant.connection("contoso");
+    let workspace = Workspace::new(&connection);
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+
+    // A dry run shows the change and applies nothing, so a real run still has it to do.
+    let users = tenant.users().await;
+    let active: Vec<String> = users
+        .iter()
+        .filter(|user| user["state"] == "active" && user["accountEnabled"] == true)
+        .map(|user| user["id"].as_str().expect("id").to_owned())
+        .collect();
+    tenant
+        .control(
+            reqwest::Method::PATCH,
+            &format!("users/{}", active[0]),
+            Some(json!({"jobTitle": "Chief Tester"})),
+        )
+        .await;
+    let (dry, code) = workspace.sync(&["--dry-run"]).await;
+    assert_eq!((code, dry["status"].as_str()), (0, Some("dry_run")), "{dry}");
+    assert_eq!(count(&dry, "updated"), 1, "{dry}");
+    assert_ne!(workspace.users().await[&active[0]]["job_title"], "Chief Tester");
+    let (applied, code) = workspace.sync(&[]).await;
+    assert_eq!((code, count(&applied, "updated")), (0, 1), "{applied}");
+
+    // 60 of about 190 linked users leave at once: over the 20 % limit.
+    let leavers = &active[1..61];
+    for id in leavers {
+        tenant.post(&format!("users/{id}/soft-delete"), json!({})).await;
+    }
+    let (blocked, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 3, "{blocked}");
+    assert_eq!(blocked["status"], "blocked");
+    let guards = blocked["guards"].to_string();
+    assert!(guards.contains("max_deprovision_percent"), "{guards}");
+    let run = blocked["run_id"].as_i64().expect("run id").to_string();
+    let directory = workspace.users().await;
+    assert!(
+        leavers.iter().all(|id| directory[id]["status"] == "active"),
+        "a blocked run applied something"
+    );
+
+    let approved = workspace.run(&["approve", "--run", &run, "--json"]).await;
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    assert_eq!(count(&stdout_json(&approved), "disabled"), 60);
+    let directory = workspace.users().await;
+    for id in leavers {
+        assert_eq!(directory[id]["status_reason"], "Deleted in Microsoft", "{id}");
+    }
+    let again = workspace.run(&["approve", "--run", &run]).await;
+    assert_eq!(again.status.code(), Some(2), "a plan is applied once");
+
+    // The next run reads the same changes again and finds nothing left to do.
+    let (after, code) = workspace.sync(&[]).await;
+    assert_eq!((code, count(&after, "disabled")), (0, 0), "{after}");
+
+    // A blocked plan goes stale once a later run succeeds.
+    for id in &active[61..121] {
+        tenant.post(&format!("users/{id}/disable"), json!({})).await;
+    }
+    let (blocked, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 3, "{blocked}");
+    let stale_run = blocked["run_id"].as_i64().expect("run id").to_string();
+    workspace.rewrite(&format!(
+        "{connection}\n[connections.guards]\nmax_deprovision_percent = 100\n"
+    ));
+    let (allowed, code) = workspace.sync(&[]).await;
+    assert_eq!((code, count(&allowed, "disabled")), (0, 60), "{allowed}");
+    let refused = workspace.run(&["approve", "--run", &stale_run]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("moved on"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_says_why_a_user_is_in_scope_with_its_link_and_history() {
+    let tenant = Tenant::start(60, 4).await;
+    let workspace = Workspace::new(&tenant.connection("contoso"));
+    let (run, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{run}");
+    let user = tenant
+        .users()
+        .await
+        .into_iter()
+        .find(|user| user["state"] == "active" && user["userPrincipalName"].is_string())
+        .expect("a user");
+    let upn = user["userPrincipalName"].as_str().expect("upn").to_uppercase();
+    let output = workspace.run(&["explain", "--user", &upn, "--json"]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let document = stdout_json(&output);
+    assert_eq!(document["explanation"]["entra_id"], user["id"]);
+    assert!(document["explanation"]["link"]["linked"].is_i64(), "{document}");
+    assert!(!document["explanation"]["scope"].is_null(), "{document}");
+    let kinds: Vec<&Value> = document["recent_actions"]
+        .as_array()
+        .expect("recent actions")
+        .iter()
+        .map(|entry| &entry["action"]["kind"])
+        .collect();
+    assert!(kinds.iter().any(|kind| *kind == "create_user"), "{document}");
+
+    let text = workspace.run(&["explain", "--user", &upn]).await;
+    assert!(String::from_utf8_lossy(&text.stdout).contains("recent actions:"));
+    let missing = workspace
+        .run(&["explain", "--user", "nobody@nowhere.example"])
+        .await;
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_scope_applies_on_the_next_run_without_any_change_in_entra() {
+    let tenant = Tenant::start(200, 8).await;
+    let connection = tenant.connection("contoso");
+    let workspace = Workspace::new(&connection);
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+    let before = workspace.users().await;
+    let active_guests = before
+        .values()
+        .filter(|user| user["user_type"] == "Guest" && user["status"] == "active")
+        .count();
+    assert!(active_guests > 0, "the generated tenant has guests");
+
+    workspace.rewrite(&format!(
+        "{connection}\n[connections.scope]\nuser_types = [\"Member\"]\n\n[connections.options]\non_out_of_scope = \"disable\"\n"
+    ));
+    let (run, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(run["mode"], "delta");
+    assert!(count(&run, "disabled") as usize >= active_guests, "{run}");
+    for (id, user) in workspace.users().await {
+        if user["user_type"] == "Guest" {
+            assert_eq!(user["status"], "disabled", "guest {id} is out of scope");
+        } else {
+            assert_eq!(user["status"], before[&id]["status"], "member {id} is untouched");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_weekly_org_update_reaches_only_support_operations() {
+    let tenant = Tenant::start(300, 10).await;
+    let connection = tenant.connection("contoso");
+    let workspace = Workspace::new(&format!(
+        "{connection}\n[connections.scope]\ngroups = [\"Support Operations\"]\n"
+    ));
+    let groups = tenant.groups().await;
+    let support = groups
+        .iter()
+        .find(|group| group["displayName"] == "Support Operations")
+        .expect("the tenant has Support Operations");
+    let support_id = support["id"].as_str().expect("id").to_owned();
+    let users = tenant.users().await;
+    let by_id = |id: &str| users.iter().find(|user| user["id"] == id).cloned();
+    let members: Vec<String> = support["memberIds"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|id| by_id(id.as_str()?))
+        .filter(|user| user["state"] == "active")
+        .map(|user| user["id"].as_str().expect("id").to_owned())
+        .collect();
+    let outsiders: Vec<String> = users
+        .iter()
+        .filter(|user| user["state"] == "active")
+        .map(|user| user["id"].as_str().expect("id").to_owned())
+        .filter(|id| !members.contains(id))
+        .collect();
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+    assert_eq!(count(&first, "created") as usize, members.len(), "{first}");
+
+    let enabled: Vec<&String> = members
+        .iter()
+        .filter(|id| by_id(id).is_some_and(|user| user["accountEnabled"] == true))
+        .collect();
+    assert!(
+        enabled.len() >= 4,
+        "Support Operations is big enough for the scenario"
+    );
+    let mut hires = Vec::new();
+    for index in 0..2 {
+        let hire = tenant
+            .post(
+                "users",
+                json!({"displayName": format!("Support Hire {index}"), "givenName": "Support", "surname": format!("Hire {index}"),
+                       "userPrincipalName": format!("support.hire{index}@contoso.example"), "mail": format!("support.hire{index}@contoso.example"),
+                       "jobTitle": "Support Analyst", "accountEnabled": true, "userType": "Member"}),
+            )
+            .await;
+        let id = hire["id"].as_str().expect("id").to_owned();
+        tenant
+            .post(&format!("groups/{support_id}/members"), json!({"id": id}))
+            .await;
+        hires.push(id);
+    }
+    for id in &enabled[..2] {
+        tenant
+            .control(
+                reqwest::Method::PATCH,
+                &format!("users/{id}"),
+                Some(json!({"jobTitle": "Senior Support Analyst"})),
+            )
+            .await;
+    }
+    tenant
+        .control(reqwest::Method::DELETE, &format!("users/{}", enabled[2]), None)
+        .await;
+    tenant
+        .post(&format!("users/{}/disable", enabled[3]), json!({}))
+        .await;
+    for id in &outsiders[..3] {
+        tenant
+            .control(
+                reqwest::Method::PATCH,
+                &format!("users/{id}"),
+                Some(json!({"jobTitle": "Someone Else"})),
+            )
+            .await;
+    }
+
+    let (run, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "created"), 2, "{run}");
+    assert_eq!(count(&run, "updated"), 2, "{run}");
+    assert_eq!(count(&run, "disabled"), 2, "{run}");
+    let directory = workspace.users().await;
+    for id in &hires {
+        assert_eq!(directory[id]["status"], "active", "new hire {id}");
+    }
+    for id in &enabled[..2] {
+        assert_eq!(directory[*id]["job_title"], "Senior Support Analyst");
+    }
+    assert_eq!(directory[enabled[2]]["status_reason"], "Deleted in Microsoft");
+    assert_eq!(directory[enabled[3]]["status_reason"], "Disabled in Microsoft");
+    assert!(
+        outsiders.iter().all(|id| !directory.contains_key(id)),
+        "people outside the group are untouched"
+    );
+    let history = workspace
+        .run(&["history", "--run", &run["run_id"].to_string(), "--json"])
+        .await;
+    let history = stdout_json(&history);
+    assert_eq!(history["run"]["status"], "succeeded");
+    let kinds: Vec<&str> = history["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter_map(|action| action["kind"].as_str())
+        .collect();
+    for kind in ["create_user", "update_user", "disable_user"] {
+        assert!(kinds.contains(&kind), "{kind} in the history: {kinds:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_suddenly_has_no_users_deprovisions_nobody() {
+    let tenant = Tenant::start(40, 3).await;
+    let workspace = Workspace::new(&tenant.connection("contoso"));
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+    for user in tenant.users().await {
+        let id = user["id"].as_str().expect("id");
+        tenant
+            .control(reqwest::Method::DELETE, &format!("users/{id}"), None)
+            .await;
+    }
+    let (run, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 3, "{run}");
+    let guards = run["guards"].to_string();
+    assert!(guards.contains("no users"), "{guards}");
+    let active_first = workspace
+        .users()
+        .await
+        .values()
+        .filter(|user| user["status"] == "active")
+        .count();
+    assert!(active_first > 0);
+    let (again, code) = workspace.sync(&[]).await;
+    assert_eq!(
+        code, 3,
+        "the read stays unhealthy until someone approves: {again}"
+    );
+    let still_active = workspace
+        .users()
+        .await
+        .values()
+        .filter(|user| user["status"] == "active")
+        .count();
+    assert_eq!(still_active, active_first, "nobody was deprovisioned");
+}

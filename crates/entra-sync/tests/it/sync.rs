@@ -1,0 +1,331 @@
+//! The spine's acceptance: full and delta runs against the emulator, throttling, delta resets and
+//! crashes, each checked against what the tenant really holds.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::support::{Tenant, Workspace, assert_directory_matches_tenant, count, directory_state};
+
+const CHANGE_COUNTS: [&str; 14] = [
+    "created",
+    "updated",
+    "disabled",
+    "soft_deleted",
+    "deleted",
+    "restored",
+    "skipped",
+    "conflicts",
+    "groups_created",
+    "groups_updated",
+    "groups_deleted",
+    "memberships_added",
+    "memberships_removed",
+    "unchanged",
+];
+
+fn user_ids(users: &[Value]) -> Vec<String> {
+    users
+        .iter()
+        .map(|user| user["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Groups that have at least one user among their direct members.
+async fn groups_with_user_members(tenant: &Tenant) -> usize {
+    let users: BTreeSet<String> = user_ids(&tenant.users().await).into_iter().collect();
+    tenant
+        .groups()
+        .await
+        .iter()
+        .filter(|group| {
+            group["memberIds"]
+                .as_array()
+                .expect("memberIds")
+                .iter()
+                .any(|member| users.contains(member.as_str().expect("id")))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_creates_everyone_and_a_second_run_changes_nothing_in_three_requests() {
+    let tenant = Tenant::start(2_000, 50).await;
+    let workspace = Workspace::new(&tenant.connection("contoso"));
+
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(first["mode"], "full");
+    assert_eq!(count(&first, "created"), 2_000, "{first}");
+    assert_eq!(count(&first, "conflicts"), 0, "{first}");
+    assert_eq!(
+        count(&first, "groups_created") as usize,
+        groups_with_user_members(&tenant).await
+    );
+    assert_directory_matches_tenant(&workspace, &tenant).await;
+    assert_eq!(workspace.users().await.len(), 2_000);
+
+    tenant.control(reqwest::Method::DELETE, "stats", None).await;
+    let (second, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{second}");
+    assert_eq!(second["mode"], "delta");
+    for name in CHANGE_COUNTS.iter().filter(|name| **name != "unchanged") {
+        assert_eq!(count(&second, name), 0, "{name} in {second}");
+    }
+    assert_eq!(count(&second, "unchanged"), 2_000);
+    assert!(count(&second, "graph_requests") <= 3, "{second}");
+    let served = tenant.get("stats").await;
+    assert!(
+        served["total"].as_u64().expect("total") <= 3,
+        "the emulator served {served}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_one_delta_run_reports_exactly_the_changes_made_in_entra() {
+    let tenant = Tenant::start(400, 12).await;
+    let workspace = Workspace::new(&tenant.connection("contoso"));
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+
+    // Disjoint sets of active, enabled users for each kind of change.
+    let users = tenant.users().await;
+    let candidates: Vec<String> = users
+        .iter()
+        .filter(|user| user["state"] == "active" && user["accountEnabled"] == true)
+        .map(|user| user["id"].as_str().expect("id").to_owned())
+        .collect();
+    let groups = tenant.groups().await;
+    let member_of = |id: &str| {
+        groups
+            .iter()
+            .filter(|group| {
+                group["memberIds"]
+                    .as_array()
+                    .expect("members")
+                    .iter()
+                    .any(|m| m == id)
+            })
+            .count() as u64
+    };
+    let in_group: Vec<(String, String)> = groups
+        .iter()
+        .flat_map(|group| {
+            let group_id = group["id"].as_str().expect("id").to_owned();
+            group["memberIds"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .map(move |member| (group_id.clone(), member.as_str().expect("id").to_owned()))
+        })
+        .collect();
+    let (updated, rest) = candidates.split_at(10);
+    let (disabled, rest) = rest.split_at(5);
+    let (soft_deleted, rest) = rest.split_at(5);
+    let (hard_deleted, rest) = rest.split_at(5);
+    let untouched: BTreeSet<&String> = rest.iter().collect();
+    let moves: Vec<&(String, String)> = in_group
+        .iter()
+        .filter(|(_, member)| untouched.contains(member))
+        .take(5)
+        .collect();
+    assert_eq!(moves.len(), 5);
+
+    for index in 0..10 {
+        tenant
+            .post(
+                "users",
+                json!({
+                    "displayName": format!("New Hire {index}"), "givenName": "New", "surname": format!("Hire {index}"),
+                    "userPrincipalName": format!("new.hire{index}@contoso.example"), "mail": format!("new.hire{index}@contoso.example"),
+                    "jobTitle": "Support Analyst", "department": "Support", "accountEnabled": true, "userType": "Member",
+                }),
+            )
+            .await;
+    }
+    for id in updated {
+        tenant
+            .control(
+                reqwest::Method::PATCH,
+                &format!("users/{id}"),
+                Some(json!({"jobTitle": "Senior Support Analyst", "department": "Customer Care"})),
+            )
+            .await;
+    }
+    for id in disabled {
+        tenant.post(&format!("users/{id}/disable"), json!({})).await;
+    }
+    for id in soft_deleted {
+        tenant.post(&format!("users/{id}/soft-delete"), json!({})).await;
+    }
+    for id in hard_deleted {
+        tenant
+            .control(reqwest::Method::DELETE, &format!("users/{id}"), None)
+            .await;
+    }
+    let target_group = groups
+        .iter()
+        .map(|group| group["id"].as_str().expect("id").to_owned())
+        .find(|group_id| {
+            moves.iter().all(|(from, member)| {
+                from != group_id && !in_group.contains(&(group_id.clone(), member.clone()))
+            })
+        })
+        .expect("a group to move people to");
+    for (from, member) in &moves {
+        tenant
+            .control(
+                reqwest::Method::DELETE,
+                &format!("groups/{from}/members/{member}"),
+                None,
+            )
+            .await;
+        tenant
+            .post(&format!("groups/{target_group}/members"), json!({"id": member}))
+            .await;
+    }
+    let deleted_edges: u64 = soft_deleted
+        .iter()
+        .chain(hard_deleted)
+        .map(|id| member_of(id))
+        .sum();
+
+    let (run, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(run["mode"], "delta", "{run}");
+    assert_eq!(count(&run, "created"), 10, "{run}");
+    assert_eq!(count(&run, "updated"), 10, "{run}");
+    assert_eq!(count(&run, "disabled"), 15, "{run}");
+    assert_eq!(count(&run, "conflicts"), 0, "{run}");
+    assert_eq!(count(&run, "memberships_added"), 5, "{run}");
+    assert_eq!(count(&run, "memberships_removed"), 5 + deleted_edges, "{run}");
+    assert_directory_matches_tenant(&workspace, &tenant).await;
+    let directory = workspace.users().await;
+    for id in disabled {
+        assert_eq!(directory[id]["status_reason"], "Disabled in Microsoft");
+    }
+    for id in soft_deleted.iter().chain(hard_deleted) {
+        assert_eq!(directory[id]["status_reason"], "Deleted in Microsoft");
+    }
+    for id in updated {
+        assert_eq!(directory[id]["job_title"], "Senior Support Analyst");
+        assert_eq!(directory[id]["department"], "Customer Care");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_throttled_sync_waits_as_told_and_reaches_the_same_state() {
+    // 12 Graph pages; the emulator draws its 30 % from the seed, and this seed throttles several.
+    let tenant = Tenant::start_seeded(10_000, 100, 1).await;
+    tenant
+        .post(
+            "faults",
+            json!({"kind": "throttle", "share": 0.3, "retry_after": 0.2}),
+        )
+        .await;
+    let workspace = Workspace::new(&tenant.connection("contoso"));
+    let (run, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "created"), 10_000);
+    tenant.control(reqwest::Method::DELETE, "faults", None).await;
+    assert_directory_matches_tenant(&workspace, &tenant).await;
+
+    let log = tenant.get("requests").await;
+    let log = log.as_array().expect("a request log");
+    let throttled = log.iter().filter(|entry| entry["status"] == 429).count();
+    assert!(throttled > 0, "no request was throttled");
+    for (index, entry) in log.iter().enumerate() {
+        let Some(wait) = entry["retry_after"].as_f64().filter(|_| entry["status"] == 429) else {
+            continue;
+        };
+        let retry = log[index + 1..]
+            .iter()
+            .find(|later| later["path"] == entry["path"])
+            .expect("a throttled request is retried");
+        let waited = retry["at_ms"].as_f64().expect("at_ms") - entry["at_ms"].as_f64().expect("at_ms");
+        assert!(
+            waited >= wait * 1000.0 - 1.0,
+            "retried {} after {waited} ms, told {wait} s",
+            entry["path"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_an_expired_or_reset_delta_link_leads_to_a_full_round_with_the_same_state() {
+    let tenant = Tenant::start(300, 10).await;
+    let workspace = Workspace::new(&tenant.connection("contoso"));
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+    let before = directory_state(&workspace).await;
+
+    tenant
+        .post("clock", json!({"advance_seconds": 8 * 24 * 3600}))
+        .await;
+    let (expired, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{expired}");
+    assert_eq!(expired["mode"], "full", "{expired}");
+    assert_eq!(expired["delta_reset"], true, "{expired}");
+    assert_eq!(count(&expired, "created"), 0, "{expired}");
+    assert_eq!(directory_state(&workspace).await, before);
+
+    tenant
+        .post("faults", json!({"kind": "delta_reset", "count": 1}))
+        .await;
+    let (reset, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{reset}");
+    assert_eq!(reset["mode"], "full", "{reset}");
+    assert_eq!(reset["delta_reset"], true, "{reset}");
+    assert_eq!(directory_state(&workspace).await, before);
+
+    let (after, code) = workspace.sync(&[]).await;
+    assert_eq!((code, after["mode"].as_str()), (0, Some("delta")), "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_killed_at_random_points_the_initial_sync_converges_without_duplicates() {
+    let tenant = Tenant::start(20_000, 200).await;
+    let reference = Workspace::new(&tenant.connection("contoso"));
+    let started = std::time::Instant::now();
+    let (run, code) = reference.sync(&[]).await;
+    assert_eq!(code, 0, "{run}");
+    let full_run = started.elapsed();
+    let expected = directory_state(&reference).await;
+
+    let workspace = Workspace::new(&tenant.connection("contoso"));
+    // Deterministic "random" kill points spread over the whole run.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for attempt in 0..10 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let fraction = 0.05 + (seed % 1000) as f64 / 1000.0 * 0.9;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_entra-sync"))
+            .args(["sync", "--json", "--config"])
+            .arg(&workspace.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sync starts");
+        tokio::time::sleep(full_run.mul_f64(fraction)).await;
+        // Child::start_kill sends SIGKILL on Unix.
+        let _ = child.start_kill();
+        let status = child.wait().await.expect("the child ends");
+        eprintln!("attempt {attempt}: killed at {fraction:.2} of a run: {status}");
+    }
+    let (last, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{last}");
+    let users = workspace.users().await;
+    let emails: Vec<&Value> = users
+        .values()
+        .map(|user| &user["email"])
+        .filter(|email| !email.is_null())
+        .collect();
+    let unique: BTreeSet<String> = emails
+        .iter()
+        .map(|email| email.to_string().to_lowercase())
+        .collect();
+    assert_eq!(unique.len(), emails.len(), "a duplicate user");
+    assert_eq!(directory_state(&workspace).await, expected);
+}

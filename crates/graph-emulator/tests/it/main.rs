@@ -1,0 +1,12 @@
+//! Acceptance tests of the Graph emulator, each against a server started on loopback.
+#![allow(clippy::unwrap_used)]
+
+mod batch;
+mod collections;
+mod control;
+mod delta;
+mod shapes;
+mod support;
+mod tenant;
+mod throttle;
+mod token;
