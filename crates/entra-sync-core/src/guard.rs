@@ -77,7 +77,9 @@ impl GuardVerdict {
 /// - Read health: after a read that was incomplete, a delta reset, returned zero users, or lost
 ///   more than `max_source_drop_percent` against `last_good_source_users`, the plan may remove
 ///   nothing: any deprovision (disable, soft-delete, delete), membership removal, group or
-///   department deletion trips the guard. A plan that only adds and updates proceeds.
+///   department deletion trips the guard. A plan that only adds and updates proceeds, except
+///   after an incomplete read: without the rounds' delta links the run cannot finish, so its
+///   plan always waits for approval (and a later run reads the same changes again).
 /// - Limits: more deprovisions than `max_deprovisions`, or more than `max_deprovision_percent`
 ///   of the linked users, or membership removals beyond `max_membership_removals_percent` of the
 ///   memberships the sync made. A limit is exceeded when the count is strictly greater.
@@ -108,13 +110,16 @@ pub fn check(
         "{} deprovisions, {} membership removals and {deletions} group or department deletions held back",
         verdict.deprovisions, verdict.membership_removals
     );
-    let mut unhealthy: Vec<(Guard, String)> = Vec::new();
     if !read.complete {
-        unhealthy.push((
-            Guard::IncompleteRead,
-            "the read stopped short (a page failed)".to_owned(),
-        ));
+        verdict.tripped.push(Tripped {
+            guard: Guard::IncompleteRead,
+            message: format!(
+                "{}: the read stopped short (a page failed); {held_back}",
+                Guard::IncompleteRead.as_str()
+            ),
+        });
     }
+    let mut unhealthy: Vec<(Guard, String)> = Vec::new();
     if read.delta_reset {
         unhealthy.push((
             Guard::DeltaReset,
@@ -416,7 +421,22 @@ mod tests {
                 guard read_health (incomplete read): the read stopped short (a page failed); 1 deprovisions, 0 membership removals and 0 group or department deletions held back
             "#]],
         );
-        // A drop within the limit is healthy; an unhealthy read that removes nothing proceeds.
+        // An incomplete read blocks even a plan that removes nothing: the run has no delta
+        // links to advance to.
+        check(
+            0,
+            0,
+            ReadHealth {
+                complete: false,
+                ..healthy(100)
+            },
+            expect![[r#"
+                blocked true
+                guard read_health (incomplete read): the read stopped short (a page failed); 0 deprovisions, 0 membership removals and 0 group or department deletions held back
+            "#]],
+        );
+        // A drop within the limit is healthy; an otherwise unhealthy read that removes nothing
+        // proceeds.
         check(
             1,
             0,

@@ -178,6 +178,23 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// Whether the action takes something away: a deprovision, a purge, a membership removal or
+    /// a group or department deletion.
+    pub fn removes(&self) -> bool {
+        matches!(
+            self,
+            Action::DisableUser { .. }
+                | Action::SoftDeleteUser { .. }
+                | Action::DeleteUser { .. }
+                | Action::PurgeUser { .. }
+                | Action::RemoveMembership { .. }
+                | Action::DeleteGroup { .. }
+                | Action::DeleteDepartment { .. }
+        )
+    }
+}
+
 /// A record put aside instead of applied, with the reason; never aborts a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
@@ -318,6 +335,9 @@ pub fn plan(source: &SourceSnapshot, target: &TargetState, policy: &Policy, now:
 /// memberships Entra no longer has are removed when `remove_group_assignments_not_in_entra` says
 /// so, except in groups being deleted and of users being deleted or purged.
 ///
+/// After an incomplete read (a round stopped short) the plan only adds and updates: it holds no
+/// deprovision, purge, membership removal or deletion.
+///
 /// Actions come in the order the executor needs them: departments and groups created, groups
 /// updated, users created, linked, updated, restored, disabled and soft-deleted, departments
 /// assigned, memberships added and removed, users deleted and purged, groups and departments
@@ -338,6 +358,11 @@ pub fn plan_after_read(
         planner.plan_groups(source, target);
     }
     let mut plan = planner.plan;
+    if !read.complete {
+        // What a read that stopped short did not reach looks gone (a full round) or out of
+        // scope (a groups round cut short): nothing may be taken away on its word.
+        plan.actions.retain(|action| !action.removes());
+    }
     plan.actions
         .sort_by(|left, right| order_key(left).cmp(&order_key(right)));
     plan.conflicts
@@ -1882,6 +1907,30 @@ mod tests {
             conflict user u-eve: no usable name: given name and surname are not set and the display name does not provide them
             unchanged 2, skipped 0
             counts: conflicts 1, created 1, groups_created 1, groups_deleted 2, groups_updated 1, memberships_added 3, memberships_removed 1, unchanged 3
+        "#]],
+        );
+    }
+
+    /// The same changes after a read that stopped short: adds and updates only.
+    #[test]
+    fn an_incomplete_read_takes_nothing_away() {
+        check_read(
+            Policy::default(),
+            &read(false, false),
+            now(),
+            GROUPS_SOURCE,
+            GROUPS_TARGET,
+            expect![[r#"
+            create  group g-new: name "g-new", description none
+            update  group g-sales #10: name "Sales EMEA", description "All sales"
+            create  user u-dee as disabled (Disabled in Microsoft): given_name "Dee", surname "Lee", account_enabled "false"
+            link    user u-cy to #3
+            add     member u-bob to group g-new
+            add     member u-cy to group g-sales
+            add     member u-dee to group g-sales
+            conflict user u-eve: no usable name: given name and surname are not set and the display name does not provide them
+            unchanged 2, skipped 0
+            counts: conflicts 1, created 1, groups_created 1, groups_updated 1, memberships_added 3, unchanged 3
         "#]],
         );
     }

@@ -227,6 +227,9 @@ struct Fetched {
     users: Vec<UserDelta>,
     groups: Vec<GroupDelta>,
     links: DeltaLinks,
+    /// Why a round stopped short after pages had been read: the read is incomplete, its plan
+    /// waits for approval and nothing advances.
+    stopped: Option<crate::graph::Error>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -268,7 +271,8 @@ async fn execute(
         }
         None => {
             let policy_changed = state.applied_policy.as_deref() != Some(policy_json.as_str());
-            if fetched.users.is_empty()
+            if fetched.stopped.is_none()
+                && fetched.users.is_empty()
                 && fetched.groups.is_empty()
                 && !state.needs_replan
                 && !policy_changed
@@ -314,9 +318,7 @@ async fn execute(
     let read = ReadHealth {
         full_round: full,
         delta_reset: summary.delta_reset,
-        // A page that cannot be read fails the whole run before planning, so a plan always
-        // comes from a read that reached its delta links.
-        complete: true,
+        complete: fetched.stopped.is_none(),
         users_read: present_users(&snapshot),
     };
     let plan = plan_after_read(&snapshot, &target_state, &connection.policy, &read, clock::now());
@@ -341,8 +343,12 @@ async fn execute(
     summary.guards = verdict
         .tripped
         .iter()
-        .map(|tripped| tripped.message.clone())
+        .map(|tripped| match (&fetched.stopped, tripped.guard) {
+            (Some(error), guard::Guard::IncompleteRead) => format!("{}: {error}", tripped.message),
+            _ => tripped.message.clone(),
+        })
         .collect();
+    // Every incomplete read trips a guard, so from here on the read reached both delta links.
     if verdict.blocked() && !options.dry_run {
         let outcomes = vec![Some(AWAITING_APPROVAL.to_owned()); plan.actions.len()];
         store
@@ -441,15 +447,32 @@ async fn fetch(
         groups.extend(page);
     });
     let (users_end, groups_end) = tokio::join!(users_round, groups_round);
-    let (users_end, groups_end) = (users_end?, groups_end?);
+    let (links, stopped) = match (users_end, groups_end) {
+        (Ok(users_end), Ok(groups_end)) => (
+            DeltaLinks {
+                users: Some(users_end.delta_link),
+                groups: Some(groups_end.delta_link),
+            },
+            None,
+        ),
+        (Err(error), _) | (_, Err(error)) => {
+            // A reset needs a full round, and a read that got no page at all (wrong secret,
+            // unreachable host) has nothing to plan from: both end the attempt. A round that
+            // fails after pages arrived leaves an incomplete read, planned and held for approval.
+            let pages = counters.pages.load(std::sync::atomic::Ordering::Relaxed);
+            if error.is_delta_reset() || pages == 0 {
+                return Err(error);
+            }
+            tracing::warn!(pages, %error, "a round stopped short; the read is incomplete");
+            (DeltaLinks::default(), Some(error))
+        }
+    };
     Ok(Fetched {
         full_snapshot,
         users,
         groups,
-        links: DeltaLinks {
-            users: Some(users_end.delta_link),
-            groups: Some(groups_end.delta_link),
-        },
+        links,
+        stopped,
     })
 }
 

@@ -318,3 +318,110 @@ async fn a_tenant_that_suddenly_has_no_users_deprovisions_nobody() {
         .count();
     assert_eq!(still_active, active_first, "nobody was deprovisioned");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_failure_holds_the_plan_of_what_was_read_until_approved() {
+    let tenant = Tenant::start(1500, 10).await;
+    let workspace = Workspace::new(&tenant.connection("contoso"));
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+    let before = crate::support::directory_state(&workspace).await;
+    let active: Vec<String> = tenant
+        .users()
+        .await
+        .iter()
+        .filter(|user| user["state"] == "active" && user["accountEnabled"] == true)
+        .map(|user| user["id"].as_str().expect("id").to_owned())
+        .collect();
+    // Changes spread over the tenant, so some sit on the page that can be read.
+    for (n, id) in active.iter().step_by(50).enumerate() {
+        if n % 2 == 0 {
+            tenant.post(&format!("users/{id}/disable"), json!({})).await;
+        } else {
+            tenant
+                .control(
+                    reqwest::Method::PATCH,
+                    &format!("users/{id}"),
+                    Some(json!({"jobTitle": "Read Before The Failure"})),
+                )
+                .await;
+        }
+    }
+
+    // Every users page after the first keeps failing: the read stops short after 999 users.
+    tenant
+        .post(
+            "faults",
+            json!({"kind": "throttle", "retry_after": 0.01, "path_contains": "users/delta?$skiptoken"}),
+        )
+        .await;
+    let (blocked, code) = workspace.sync(&["--full"]).await;
+    assert_eq!(
+        (code, blocked["status"].as_str()),
+        (3, Some("blocked")),
+        "{blocked}"
+    );
+    let guards = blocked["guards"].to_string();
+    assert!(
+        guards.contains("incomplete read") && guards.contains("try again later"),
+        "the guard names the read and the page's error: {guards}"
+    );
+    assert_eq!(
+        crate::support::directory_state(&workspace).await,
+        before,
+        "a blocked run applied something"
+    );
+    // What the read did not reach looks gone; nothing is taken away on its word.
+    for removal in [
+        "disabled",
+        "soft_deleted",
+        "deleted",
+        "memberships_removed",
+        "groups_deleted",
+    ] {
+        assert_eq!(count(&blocked, removal), 0, "{removal}: {blocked}");
+    }
+    let updated = count(&blocked, "updated");
+    assert!(updated > 0, "page one holds some updated users: {blocked}");
+
+    let run = blocked["run_id"].as_i64().expect("run id").to_string();
+    let approved = workspace.run(&["approve", "--run", &run, "--json"]).await;
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let approved = stdout_json(&approved);
+    for counted in [
+        "created",
+        "updated",
+        "disabled",
+        "memberships_removed",
+        "groups_deleted",
+    ] {
+        assert_eq!(count(&approved, counted), count(&blocked, counted), "{counted}");
+    }
+    let after_approval = crate::support::directory_state(&workspace).await;
+    let changed = before
+        .iter()
+        .filter(|(id, user)| after_approval[id.as_str()] != **user)
+        .count();
+    assert_eq!(
+        changed as u64, updated,
+        "exactly the stored plan's updates were applied"
+    );
+    let disabled = |state: &std::collections::BTreeMap<String, Value>| {
+        state.values().filter(|user| user["status"] != "active").count()
+    };
+    assert_eq!(
+        disabled(&after_approval),
+        disabled(&before),
+        "nobody was deprovisioned"
+    );
+
+    // With Graph healthy again the delta links, never advanced, bring the rest.
+    tenant.control(reqwest::Method::DELETE, "faults", None).await;
+    let (caught_up, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{caught_up}");
+    crate::support::assert_directory_matches_tenant(&workspace, &tenant).await;
+}
