@@ -425,3 +425,120 @@ async fn a_page_failure_holds_the_plan_of_what_was_read_until_approved() {
     assert_eq!(code, 0, "{caught_up}");
     crate::support::assert_directory_matches_tenant(&workspace, &tenant).await;
 }
+
+/// The active, enabled users of the tenant, by Entra id.
+async fn active_ids(tenant: &Tenant) -> Vec<String> {
+    tenant
+        .users()
+        .await
+        .iter()
+        .filter(|user| user["state"] == "active" && user["accountEnabled"] == true)
+        .map(|user| user["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_the_tenant_gone_or_a_delta_reset_removes_nobody_while_a_run_within_the_limits_proceeds() {
+    let tenant = Tenant::start(200, 8).await;
+    // Only the read-health guard may stop these runs: the limits are out of the way.
+    let connection = format!(
+        "{}\n[connections.options]\nremove_users_not_in_entra = true\n\n[connections.guards]\nmax_deprovisions = 10000\nmax_deprovision_percent = 100\nmax_membership_removals_percent = 100\n",
+        tenant.connection("contoso")
+    );
+    let workspace = Workspace::new(&connection);
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+    let active = active_ids(&tenant).await;
+
+    // Within the limits: five leavers are deprovisioned at once.
+    for id in &active[..5] {
+        tenant
+            .control(reqwest::Method::DELETE, &format!("users/{id}"), None)
+            .await;
+    }
+    let (within, code) = workspace.sync(&[]).await;
+    assert_eq!((code, count(&within, "disabled")), (0, 5), "{within}");
+
+    // Five more leave, but Graph resets the delta links: the full read that follows may not
+    // remove anyone.
+    for id in &active[5..10] {
+        tenant
+            .control(reqwest::Method::DELETE, &format!("users/{id}"), None)
+            .await;
+    }
+    tenant
+        .post("faults", json!({"kind": "delta_reset", "count": 1}))
+        .await;
+    let (reset, code) = workspace.sync(&[]).await;
+    assert_eq!((code, reset["mode"].as_str()), (3, Some("full")), "{reset}");
+    assert!(reset["guards"].to_string().contains("delta reset"), "{reset}");
+    let directory = workspace.users().await;
+    assert!(active[5..10].iter().all(|id| directory[id]["status"] == "active"));
+    let run = reset["run_id"].as_i64().expect("run id").to_string();
+    let approved = workspace.run(&["approve", "--run", &run, "--json"]).await;
+    assert_eq!(count(&stdout_json(&approved), "disabled"), 5);
+
+    // Half the tenant disappears in one read: over max_source_drop_percent.
+    let half = active.len() / 2;
+    for id in &active[10..10 + half] {
+        tenant
+            .control(reqwest::Method::DELETE, &format!("users/{id}"), None)
+            .await;
+    }
+    let (dropped, code) = workspace.sync(&["--full"]).await;
+    assert_eq!(code, 3, "{dropped}");
+    let guards = dropped["guards"].to_string();
+    assert!(guards.contains("max_source_drop_percent"), "{guards}");
+    let directory = workspace.users().await;
+    assert!(
+        active[10..10 + half]
+            .iter()
+            .all(|id| directory[id]["status"] == "active"),
+        "nobody was deprovisioned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_entra_users_with_one_email_are_both_conflicts_while_the_rest_applies() {
+    let tenant = Tenant::start(60, 3).await;
+    let workspace = Workspace::new(&tenant.connection("contoso"));
+    let active = active_ids(&tenant).await;
+    for id in &active[..2] {
+        tenant
+            .control(
+                reqwest::Method::PATCH,
+                &format!("users/{id}"),
+                Some(json!({"mail": "shared@contoso.example"})),
+            )
+            .await;
+    }
+    let (run, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "conflicts never abort a run: {run}");
+    let conflicts: Vec<&str> = run["conflict_details"]
+        .as_array()
+        .expect("conflict details")
+        .iter()
+        .map(|conflict| conflict["entra_id"].as_str().expect("entra id"))
+        .collect();
+    assert_eq!(conflicts.len(), 2, "{run}");
+    assert!(
+        active[..2].iter().all(|id| conflicts.contains(&id.as_str())),
+        "{run}"
+    );
+    let directory = workspace.users().await;
+    assert!(
+        active[..2].iter().all(|id| !directory.contains_key(id)),
+        "never merged"
+    );
+    assert!(
+        active[2..].iter().all(|id| directory.contains_key(id)),
+        "the rest applied"
+    );
+    let history = workspace
+        .run(&["history", "--run", &run["run_id"].to_string(), "--json"])
+        .await;
+    assert!(
+        String::from_utf8_lossy(&history.stdout).contains("shared@contoso.example"),
+        "the history keeps each conflict with its reason"
+    );
+}
