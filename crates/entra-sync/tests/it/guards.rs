@@ -542,3 +542,54 @@ async fn two_entra_users_with_one_email_are_both_conflicts_while_the_rest_applie
         "the history keeps each conflict with its reason"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soft_delete_rung_restores_what_entra_restores_and_purges_the_rest_to_tombstones() {
+    let tenant = Tenant::start(60, 3).await;
+    // A retention of zero days lets the next run purge, so no clock needs moving.
+    let workspace = Workspace::new(&format!(
+        "{}\n[connections.options]\non_deleted = \"soft_delete\"\nsoft_delete_retention_days = 0\n",
+        tenant.connection("contoso")
+    ));
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+    let active = active_ids(&tenant).await;
+    let (comes_back, stays_gone) = (&active[0], &active[1]);
+    let groups_before = workspace.users().await[comes_back]["groups"].clone();
+    assert_ne!(groups_before, json!([]), "{comes_back} is in a group");
+    for id in [comes_back, stays_gone] {
+        tenant.post(&format!("users/{id}/soft-delete"), json!({})).await;
+    }
+    let (deleted, code) = workspace.sync(&[]).await;
+    assert_eq!((code, count(&deleted, "soft_deleted")), (0, 2), "{deleted}");
+    let directory = workspace.users().await;
+    for id in [comes_back, stays_gone] {
+        assert_eq!(directory[id]["status"], "soft_deleted", "{id}");
+        assert_eq!(directory[id]["status_reason"], "Deleted in Microsoft", "{id}");
+    }
+    assert_eq!(
+        directory[comes_back]["groups"],
+        json!([]),
+        "a soft-deleted user leaves its groups"
+    );
+
+    tenant
+        .post(&format!("users/{comes_back}/restore"), json!({}))
+        .await;
+    let (restored, code) = workspace.sync(&[]).await;
+    assert_eq!((code, count(&restored, "restored")), (0, 1), "{restored}");
+    assert_eq!(count(&restored, "purged"), 1, "{restored}");
+    let directory = workspace.users().await;
+    assert_eq!(directory[comes_back]["status"], "active");
+    assert_eq!(
+        directory[comes_back]["groups"], groups_before,
+        "restored with its memberships"
+    );
+    let tombstone = &directory[stays_gone];
+    assert_eq!(tombstone["status"], "purged", "{tombstone}");
+    assert!(
+        tombstone["email"].is_null() && tombstone["display_name"].is_null(),
+        "{tombstone}"
+    );
+    assert_eq!(tombstone["groups"], json!([]), "{tombstone}");
+}
