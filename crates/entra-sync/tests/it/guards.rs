@@ -25,12 +25,7 @@ async fn a_mass_removal_is_blocked_until_approved_and_approval_applies_exactly_t
     assert_eq!(code, 0, "{first}");
 
     // A dry run shows the change and applies nothing, so a real run still has it to do.
-    let users = tenant.users().await;
-    let active: Vec<String> = users
-        .iter()
-        .filter(|user| user["state"] == "active" && user["accountEnabled"] == true)
-        .map(|user| user["id"].as_str().expect("id").to_owned())
-        .collect();
+    let active = active_ids(&tenant).await;
     tenant
         .control(
             reqwest::Method::PATCH,
@@ -326,13 +321,7 @@ async fn a_page_failure_holds_the_plan_of_what_was_read_until_approved() {
     let (first, code) = workspace.sync(&[]).await;
     assert_eq!(code, 0, "{first}");
     let before = crate::support::directory_state(&workspace).await;
-    let active: Vec<String> = tenant
-        .users()
-        .await
-        .iter()
-        .filter(|user| user["state"] == "active" && user["accountEnabled"] == true)
-        .map(|user| user["id"].as_str().expect("id").to_owned())
-        .collect();
+    let active = active_ids(&tenant).await;
     // Changes spread over the tenant, so some sit on the page that can be read.
     for (n, id) in active.iter().step_by(50).enumerate() {
         if n % 2 == 0 {
