@@ -421,7 +421,7 @@ impl Runner {
         let task = tokio::spawn(async move {
             let connection = &permit.connection;
             let summary = targeted::run_one(&store, connection, &subject, mode).await?;
-            metrics.record_run(&summary, clock::now());
+            metrics.record_one_object_run(&summary);
             log_run(connection, subject.trigger(), &summary);
             drop(permit);
             Ok::<_, SyncError>(summary)

@@ -502,11 +502,13 @@ impl Store {
         row.as_ref().map(run_record).transpose()
     }
 
-    /// When the last successful run of a connection started, if it had one.
+    /// When the last successful run of a connection started, if it had one. One-user and
+    /// one-group runs do not count: they do not bring the whole tenant in step.
     pub async fn last_success(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let started: Option<String> = sqlx::query_scalar(
             "SELECT r.started_at FROM runs r JOIN connections c ON c.id = r.connection_id \
-             WHERE c.name = ? AND r.status = 'succeeded' ORDER BY r.id DESC LIMIT 1",
+             WHERE c.name = ? AND r.status = 'succeeded' AND r.trigger NOT IN ('user', 'group') \
+             ORDER BY r.id DESC LIMIT 1",
         )
         .bind(connection)
         .fetch_optional(&self.pool)

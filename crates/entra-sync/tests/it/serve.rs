@@ -1397,6 +1397,11 @@ async fn one_user_and_one_group_syncs_apply_only_their_objects_and_leave_the_del
         (&runs[0]["trigger"], &runs[0]["subject"]),
         (&json!("group"), &json!(group_id))
     );
+
+    // The last successful run, which a restart's catch-up goes by, is the whole delta run.
+    let (_, delta_run) = api.get(&format!("/api/v1/runs/{}", delta["run_id"])).await;
+    let last = api.store.last_success("contoso").await.expect("the last success");
+    assert_eq!(last, Some(time(&delta_run, "started_at")), "{delta_run}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
