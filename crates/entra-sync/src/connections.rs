@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::Row;
 
-use crate::config::{Connection, ConnectionFile, validate_connection};
+use crate::config::{Config, ConfigError, Connection, ConnectionFile, validate_connection};
+use crate::secrets::{SecretKey, SecretKeyError};
 use crate::store::{Doing, Store, StoreError, timestamp};
 
 /// Keys the API refuses: they name files or environment variables on the server, whose content
@@ -76,6 +77,44 @@ pub fn build(definition: &Map<String, Value>, secret: &str) -> Result<Connection
     let file: ConnectionFile =
         serde_json::from_value(Value::Object(with_secret)).map_err(|error| error.to_string())?;
     validate_connection(file, Path::new("."))
+}
+
+/// Why the command line found no connection to work on.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    SecretKey(#[from] SecretKeyError),
+    #[error("the connection {name:?} made through the API is no longer valid: {message}; fix it with PATCH")]
+    Invalid { name: String, message: String },
+}
+
+/// The connection the command line names: the config file's, or else one made through the API
+/// (its secret opened with the service's key). Without a name, the config file's only one.
+pub async fn find(config: &Config, store: &Store, name: Option<&str>) -> Result<Connection, FindError> {
+    let in_file = config.connection(name);
+    let (Some(name), Err(not_in_file)) = (name, &in_file) else {
+        return Ok(in_file?.clone());
+    };
+    let Some(stored) = store
+        .api_connections()
+        .await?
+        .into_iter()
+        .find(|stored| stored.name == name)
+    else {
+        return Err(FindError::Config(ConfigError::File {
+            path: config.path.clone(),
+            message: format!("{not_in_file}; nor was one of that name made through the API"),
+        }));
+    };
+    let secret = SecretKey::load(&config.data_dir)?.open(name, &stored.sealed_secret)?;
+    build(&stored.definition, &secret).map_err(|message| FindError::Invalid {
+        name: name.to_owned(),
+        message,
+    })
 }
 
 /// Applies a JSON merge patch (RFC 7386): `null` removes a key, objects merge, anything else

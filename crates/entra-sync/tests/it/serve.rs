@@ -1476,6 +1476,21 @@ async fn serve_schedules_a_connection_made_through_the_api_and_keeps_it_across_a
         "the database holds the secret in clear"
     );
 
+    // The command line finds the connection made through the API, and opens its secret.
+    let listed = workspace.run(&["users", "--json", "--connection", "alpha"]).await;
+    let users: Vec<Value> = serde_json::from_slice(&listed.stdout).expect("users --json");
+    assert_eq!(users.len(), 15);
+    let history = workspace
+        .run(&["history", "--json", "--connection", "alpha"])
+        .await;
+    let history: Vec<Value> = serde_json::from_slice(&history.stdout).expect("history --json");
+    assert_eq!(history.len(), stopped);
+    let (summary, code) = workspace.sync(&["--connection", "alpha"]).await;
+    assert_eq!((code, &summary["status"]), (0, &json!("succeeded")), "{summary}");
+    let unknown = workspace.run(&["users", "--connection", "nope"]).await;
+    assert_eq!(unknown.status.code(), Some(2));
+    let stopped = stopped + 1;
+
     let mut service = Service::start(&workspace, &token, &[]).await;
     let alpha = service.get("/api/v1/connections/alpha").await;
     assert_eq!(
