@@ -297,6 +297,16 @@ impl Runner {
             (None, _) => self.secret_key().await?.open(name, &stored.sealed_secret)?,
         };
         let connection = connections::build(&definition, &secret).map_err(EditRefused::Invalid)?;
+        // The stored secret goes only where it went when it was given: whoever moves the
+        // endpoints must know the secret, or the write-only secret could be sent to a host of
+        // the caller's choosing.
+        let moved = connection.authority_url != slot.connection.authority_url
+            || connection.graph_url != slot.connection.graph_url;
+        if moved && new_secret.is_none() {
+            return Err(EditRefused::Invalid(
+                "authority_url and graph_url change only with the client_secret given again in the same PATCH".into(),
+            ));
+        }
         self.check_organization(&connection)?;
         let sealed_secret = match new_secret {
             Some(secret) => self.secret_key().await?.seal(name, &secret)?,

@@ -24,6 +24,9 @@ use crate::sync::{RunSummary, SyncError, graph_client};
 use crate::targets::directory::Directory;
 use crate::targets::{Target, TargetError};
 
+/// Actions per apply transaction, as in a run: a large group's sync is applied in steps.
+const APPLY_BATCH: usize = 5_000;
+
 /// The outcome recorded for the actions of a plan a guard stopped, until it is approved.
 const AWAITING_APPROVAL: &str = "not applied: awaiting approval";
 
@@ -254,11 +257,15 @@ async fn pull(
         summary.plan = Some(plan);
         return Ok(());
     }
-    let outcomes = directory.apply(&plan.actions, clock::now()).await?;
-    summary.failed_actions = outcomes.iter().filter(|outcome| outcome.is_some()).count();
-    store
-        .record_actions(summary.run_id, 0, &plan.actions, &outcomes)
-        .await?;
+    let mut done = 0;
+    for batch in plan.actions.chunks(APPLY_BATCH) {
+        let outcomes = directory.apply(batch, clock::now()).await?;
+        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
+        store
+            .record_actions(summary.run_id, done, batch, &outcomes)
+            .await?;
+        done += batch.len();
+    }
     store.save_source_objects(state.id, &snapshot, &touched).await?;
     summary.plan = Some(plan);
     Ok(())

@@ -51,7 +51,8 @@ const OPERATIONS: &[Operation] = &[
         method: "patch",
         path: "/api/v1/connections/{name}",
         summary: "Edits a connection made through the API with a JSON merge patch of its definition \
-                  (such as {\"enabled\": false}); a client_secret replaces the secret. \
+                  (such as {\"enabled\": false}); a client_secret replaces the secret, and must \
+                  come with any change of authority_url or graph_url. \
                   409 connection_read_only for the config file's connections",
         query: &[],
         success: ("200", "the connection"),

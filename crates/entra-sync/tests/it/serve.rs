@@ -1136,6 +1136,18 @@ async fn a_connection_made_through_the_api_syncs_keeps_its_secret_sealed_and_is_
     )
     .await;
     assert_eq!(api.send(Method::POST, test, None).await.1["ok"], true);
+    let (status, moved) = api
+        .send(
+            Method::PATCH,
+            "/api/v1/connections/alpha",
+            Some(json!({ "authority_url": "https://login.attacker.example" })),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), &moved["code"]),
+        (422, &json!("invalid_connection")),
+        "the stored secret never goes to a new host: {moved}"
+    );
     let (status, renamed) = api
         .send(
             Method::PATCH,
