@@ -11,6 +11,7 @@ pub mod fold;
 pub mod guard;
 pub mod map;
 pub mod model;
+pub mod narrow;
 pub mod plan;
 pub mod policy;
 pub mod scope;

@@ -363,60 +363,20 @@ fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
             message: "[server] history_days must be at least 1".into(),
         });
     }
-    let mut connections = Vec::new();
+    let mut connections: Vec<Connection> = Vec::new();
     for connection in file.connections {
+        let name = connection.name.clone();
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_owned(),
-            connection: connection.name.clone(),
+            connection: name.clone(),
             message,
         };
-        if connections.iter().any(|c: &Connection| c.name == connection.name) {
+        if connections.iter().any(|c| c.name == name) {
             return Err(invalid(
                 "two connections have this name; names must be unique".into(),
             ));
         }
-        let secret = secret_source(&connection, base).map_err(&invalid)?;
-        let authority_url = endpoint_url(
-            "authority_url",
-            connection
-                .authority_url
-                .as_deref()
-                .unwrap_or(DEFAULT_AUTHORITY_URL),
-        )
-        .map_err(&invalid)?;
-        let graph_url = endpoint_url(
-            "graph_url",
-            connection.graph_url.as_deref().unwrap_or(DEFAULT_GRAPH_URL),
-        )
-        .map_err(&invalid)?;
-        let schedule = Schedule::parse(
-            connection.schedule.as_deref().unwrap_or("every 1h"),
-            connection.start_at.as_deref(),
-        )
-        .map_err(&invalid)?;
-        let full_sync_every =
-            full_sync_every(connection.full_sync_every.as_deref().unwrap_or("1d")).map_err(&invalid)?;
-        if connection.tenant_id.trim().is_empty() || connection.client_id.trim().is_empty() {
-            return Err(invalid("tenant_id and client_id must not be empty".into()));
-        }
-        let policy = policy(&connection);
-        policy.validate().map_err(&invalid)?;
-        connections.push(Connection {
-            organization: connection
-                .organization
-                .clone()
-                .unwrap_or_else(|| connection.name.clone()),
-            name: connection.name,
-            tenant_id: connection.tenant_id,
-            client_id: connection.client_id,
-            secret,
-            authority_url,
-            graph_url,
-            schedule,
-            full_sync_every,
-            enabled: connection.enabled,
-            policy,
-        });
+        connections.push(validate_connection(connection, base).map_err(&invalid)?);
     }
     Ok(Config {
         path: path.to_owned(),
@@ -424,6 +384,49 @@ fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         listen,
         history_days,
         connections,
+    })
+}
+
+/// Validates one connection; relative credential paths are relative to `base`. The message
+/// names the key and the fix, without the connection (the caller adds it).
+pub fn validate_connection(connection: ConnectionFile, base: &Path) -> Result<Connection, String> {
+    let secret = secret_source(&connection, base)?;
+    let authority_url = endpoint_url(
+        "authority_url",
+        connection
+            .authority_url
+            .as_deref()
+            .unwrap_or(DEFAULT_AUTHORITY_URL),
+    )?;
+    let graph_url = endpoint_url(
+        "graph_url",
+        connection.graph_url.as_deref().unwrap_or(DEFAULT_GRAPH_URL),
+    )?;
+    let schedule = Schedule::parse(
+        connection.schedule.as_deref().unwrap_or("every 1h"),
+        connection.start_at.as_deref(),
+    )?;
+    let full_sync_every = full_sync_every(connection.full_sync_every.as_deref().unwrap_or("1d"))?;
+    if connection.tenant_id.trim().is_empty() || connection.client_id.trim().is_empty() {
+        return Err("tenant_id and client_id must not be empty".into());
+    }
+    let policy = policy(&connection);
+    policy.validate()?;
+    Ok(Connection {
+        organization: connection
+            .organization
+            .clone()
+            .unwrap_or_else(|| connection.name.clone()),
+        name: connection.name,
+        tenant_id: connection.tenant_id,
+        client_id: connection.client_id,
+        secret,
+        authority_url,
+        graph_url,
+        schedule,
+        full_sync_every,
+        enabled: connection.enabled,
+        policy,
     })
 }
 

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use entra_sync::config::{Config, ConfigError};
 use entra_sync::store::{Store, Trigger, UserRecord};
 use entra_sync::sync::{self, ProgressEvent, RunOptions, SyncError};
-use entra_sync::{api, bench, demo, progress, serve};
+use entra_sync::{api, bench, connections, demo, progress, serve};
 
 #[derive(Parser)]
 #[command(
@@ -244,6 +244,14 @@ fn main() -> ExitCode {
             let usage = error.downcast_ref::<UsageError>().is_some()
                 || error.downcast_ref::<ConfigError>().is_some()
                 || matches!(
+                    error.downcast_ref::<connections::FindError>(),
+                    Some(
+                        connections::FindError::Config(_)
+                            | connections::FindError::SecretKey(_)
+                            | connections::FindError::Invalid { .. }
+                    )
+                )
+                || matches!(
                     error.downcast_ref::<SyncError>(),
                     Some(SyncError::Credential { .. })
                 )
@@ -353,8 +361,8 @@ async fn emulator(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
 #[allow(clippy::print_stdout)]
 async fn sync_command(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let connection = config.connection(args.connection.as_deref())?.clone();
     let store = Store::open(&config.data_dir).await?;
+    let connection = connections::find(&config, &store, args.connection.as_deref()).await?;
     let bar = (!args.json).then(progress::RunProgress::new);
     let report = |event: ProgressEvent| {
         if let Some(bar) = &bar {
@@ -429,8 +437,8 @@ async fn approve(args: ApproveArgs) -> anyhow::Result<ExitCode> {
 #[allow(clippy::print_stdout)]
 async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let connection = config.connection(args.connection.as_deref())?;
     let store = Store::open(&config.data_dir).await?;
+    let connection = connections::find(&config, &store, args.connection.as_deref()).await?;
     let state = store
         .connection_state(
             &connection.name,
@@ -522,8 +530,8 @@ fn user_json(user: &UserRecord) -> serde_json::Value {
 #[allow(clippy::print_stdout)]
 async fn users(args: ListArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let connection = config.connection(args.connection.as_deref())?;
     let store = Store::open(&config.data_dir).await?;
+    let connection = connections::find(&config, &store, args.connection.as_deref()).await?;
     let users = store.users(&connection.organization).await?;
     if args.json {
         let users: Vec<serde_json::Value> = users.iter().map(user_json).collect();
@@ -562,8 +570,8 @@ async fn users(args: ListArgs) -> anyhow::Result<ExitCode> {
 #[allow(clippy::print_stdout)]
 async fn groups(args: ListArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let connection = config.connection(args.connection.as_deref())?;
     let store = Store::open(&config.data_dir).await?;
+    let connection = connections::find(&config, &store, args.connection.as_deref()).await?;
     let groups = store.groups(&connection.organization).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&groups)?);
@@ -584,10 +592,10 @@ async fn groups(args: ListArgs) -> anyhow::Result<ExitCode> {
 #[allow(clippy::print_stdout)]
 async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    if let Some(name) = &args.connection {
-        config.connection(Some(name))?;
-    }
     let store = Store::open(&config.data_dir).await?;
+    if let Some(name) = &args.connection {
+        connections::find(&config, &store, Some(name)).await?;
+    }
     let runs = store.runs(args.connection.as_deref(), 1_000).await?;
     let Some(run_id) = args.run else {
         if args.json {

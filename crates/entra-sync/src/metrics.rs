@@ -45,6 +45,16 @@ struct Histogram {
 impl Metrics {
     /// Counts a finished run.
     pub fn record_run(&self, summary: &RunSummary, finished_at: DateTime<Utc>) {
+        self.record(summary, Some(finished_at));
+    }
+
+    /// Counts a one-user or one-group run like a run, except that it is not the connection's
+    /// last successful run: that series tells whether the whole tenant is in step.
+    pub fn record_one_object_run(&self, summary: &RunSummary) {
+        self.record(summary, None);
+    }
+
+    fn record(&self, summary: &RunSummary, finished_at: Option<DateTime<Utc>>) {
         let mut series = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let connection = &summary.connection;
         *series
@@ -64,9 +74,11 @@ impl Metrics {
         if summary.status != "succeeded" {
             return;
         }
-        series
-            .last_success
-            .insert(connection.clone(), finished_at.timestamp_millis() as f64 / 1000.0);
+        if let Some(finished_at) = finished_at {
+            series
+                .last_success
+                .insert(connection.clone(), finished_at.timestamp_millis() as f64 / 1000.0);
+        }
         series.count_actions(summary);
     }
 

@@ -1,22 +1,29 @@
 //! `entra-sync serve`: one process with a scheduler task per enabled connection, the JSON API and
-//! the metrics. A connection runs one sync at a time, whoever asks; on SIGTERM or Ctrl-C the
-//! schedules stop, running syncs finish, and the process exits.
+//! the metrics. The connections are the config file's and those made through the API, which the
+//! scheduler follows as they are made, edited and deleted. A connection runs one sync at a time,
+//! whoever asks; on SIGTERM or Ctrl-C the schedules stop, running syncs finish, and the process
+//! exits.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
 use crate::clock;
-use crate::config::{Config, Connection, Schedule};
+use crate::config::{Config, Connection, Schedule, SecretSource};
+use crate::connections::{self, StoredConnection};
 use crate::metrics::Metrics;
 use crate::schedule::{jitter, jittered};
+use crate::secrets::{SecretKey, SecretKeyError};
 use crate::store::{Store, StoreError, Trigger};
 use crate::sync::{self, ApproveError, RunOptions, RunSummary, SyncError};
+use crate::targeted::{self, OneMode, Subject};
 
 /// Why `serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +32,14 @@ pub enum ServeError {
     Listen { listen: String, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    SecretKey(#[from] SecretKeyError),
+    #[error(
+        "connection {0:?} is in the config file and was also made through the API: rename or remove the config file's entry"
+    )]
+    DuplicateConnection(String),
+    #[error("the connection {name:?} made through the API is no longer valid: {message}; fix it with PATCH")]
+    InvalidStoredConnection { name: String, message: String },
     #[error("the HTTP server stopped: {0}")]
     Server(std::io::Error),
 }
@@ -34,12 +49,40 @@ pub enum ServeError {
 pub enum RunRefused {
     #[error("no connection named {0:?}")]
     UnknownConnection(String),
-    #[error("connection {0:?} is disabled in the config; enable it to sync")]
+    #[error("connection {0:?} is disabled; enable it to sync")]
     Disabled(String),
     /// Refused rather than queued: the running sync reads Entra's changes up to its end, so a
     /// second run right after it would find next to nothing.
     #[error("connection {0:?} is running a sync; ask again when it has finished")]
     InProgress(String),
+}
+
+/// Why a connection could not be made, edited or deleted through the API.
+#[derive(Debug, thiserror::Error)]
+pub enum EditRefused {
+    #[error("no connection named {0:?}")]
+    UnknownConnection(String),
+    #[error(
+        "connection {0:?} comes from the config file and is read-only through the API: edit the config file and restart"
+    )]
+    ReadOnly(String),
+    #[error("a connection named {0:?} exists; choose another name")]
+    Exists(String),
+    #[error(
+        "organization {organization:?} belongs to connection {connection:?}: each tenant gets its own organization; set another `organization`"
+    )]
+    OrganizationTaken {
+        organization: String,
+        connection: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("connection {0:?} is running a sync; delete it when the run has finished")]
+    InProgress(String),
+    #[error(transparent)]
+    SecretKey(#[from] SecretKeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Why a started run or approval has no summary.
@@ -53,18 +96,48 @@ pub enum RunFailed {
     Aborted(String),
 }
 
-/// Starts runs, one at a time per connection, and counts them in the metrics.
+/// Where a connection is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The config file: read-only through the API.
+    Config,
+    /// Made through the API and kept in the database.
+    Api,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Config => "config",
+            Origin::Api => "api",
+        }
+    }
+}
+
+/// Starts runs, one at a time per connection, and counts them in the metrics. It holds the
+/// connections, the config file's and those made through the API, and tells the scheduler
+/// when they change.
 pub struct Runner {
     store: Store,
-    connections: BTreeMap<String, ConnectionSlot>,
+    data_dir: PathBuf,
+    connections: RwLock<BTreeMap<String, ConnectionSlot>>,
+    /// Bumped whenever a connection is made, edited or deleted; the scheduler follows it.
+    changed: watch::Sender<u64>,
+    /// One edit at a time, so that two requests cannot take the same name or organization.
+    editing: tokio::sync::Mutex<()>,
+    /// Loaded on first need: at the start of `serve`, or when the API stores a secret.
+    secret_key: tokio::sync::OnceCell<SecretKey>,
     metrics: Arc<Metrics>,
 }
 
+#[derive(Clone)]
 struct ConnectionSlot {
     connection: Arc<Connection>,
+    origin: Origin,
     /// One permit: the run in progress holds it. A semaphore rather than a mutex because its
     /// permits can be counted without taking one, so asking whether a run is going never
-    /// refuses a run that starts at that moment.
+    /// refuses a run that starts at that moment. An edit keeps it, so a run going on during an
+    /// edit still holds the connection.
     running: Arc<Semaphore>,
 }
 
@@ -74,8 +147,15 @@ pub struct RunPermit {
     _running: OwnedSemaphorePermit,
 }
 
+impl RunPermit {
+    /// The connection as it was when the permit was taken.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
 impl Runner {
-    /// A runner for the config's connections.
+    /// A runner for the config's connections; `load_stored` adds those made through the API.
     pub fn new(store: Store, config: &Config) -> Runner {
         let connections = config
             .connections
@@ -83,6 +163,7 @@ impl Runner {
             .map(|connection| {
                 let slot = ConnectionSlot {
                     connection: Arc::new(connection.clone()),
+                    origin: Origin::Config,
                     running: Arc::new(Semaphore::new(1)),
                 };
                 (connection.name.clone(), slot)
@@ -90,15 +171,211 @@ impl Runner {
             .collect();
         Runner {
             store,
-            connections,
+            data_dir: config.data_dir.clone(),
+            connections: RwLock::new(connections),
+            changed: watch::Sender::new(0),
+            editing: tokio::sync::Mutex::new(()),
+            secret_key: tokio::sync::OnceCell::new(),
             metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    fn slots(&self) -> RwLockReadGuard<'_, BTreeMap<String, ConnectionSlot>> {
+        // A panic while holding the lock leaves the map whole: every write is one insert or remove.
+        self.connections.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn slots_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<String, ConnectionSlot>> {
+        self.connections.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn secret_key(&self) -> Result<&SecretKey, SecretKeyError> {
+        self.secret_key
+            .get_or_try_init(|| async { SecretKey::load(&self.data_dir) })
+            .await
+    }
+
+    /// Loads the key (creating the key file on first start) and the connections made through
+    /// the API, opening their secrets.
+    pub async fn load_stored(&self) -> Result<(), ServeError> {
+        let key = self.secret_key().await?;
+        let stored = self.store.api_connections().await?;
+        let mut slots = Vec::new();
+        for connection in stored {
+            if self.slots().contains_key(&connection.name) {
+                return Err(ServeError::DuplicateConnection(connection.name));
+            }
+            let secret = key.open(&connection.name, &connection.sealed_secret)?;
+            let built = connections::build(&connection.definition, &secret).map_err(|message| {
+                ServeError::InvalidStoredConnection {
+                    name: connection.name.clone(),
+                    message,
+                }
+            })?;
+            slots.push(built);
+        }
+        let mut map = self.slots_mut();
+        for connection in slots {
+            let slot = ConnectionSlot {
+                connection: Arc::new(connection),
+                origin: Origin::Api,
+                running: Arc::new(Semaphore::new(1)),
+            };
+            map.insert(slot.connection.name.clone(), slot);
+        }
+        drop(map);
+        self.changed.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    /// Makes a connection from an API body (the config file's keys, with `client_secret`),
+    /// stores it with its secret sealed, and schedules it.
+    pub async fn create(&self, body: serde_json::Value) -> Result<Arc<Connection>, EditRefused> {
+        let _editing = self.editing.lock().await;
+        let (definition, secret) = connections::take_secret(body).map_err(EditRefused::Invalid)?;
+        let name = match definition.get("name") {
+            Some(serde_json::Value::String(name)) => name.clone(),
+            _ => return Err(EditRefused::Invalid("name is required, a string".into())),
+        };
+        connections::check_name(&name).map_err(EditRefused::Invalid)?;
+        let secret = secret.ok_or_else(|| {
+            EditRefused::Invalid(
+                "client_secret is required: the client secret's Value from Certificates & secrets".into(),
+            )
+        })?;
+        let connection = connections::build(&definition, &secret).map_err(EditRefused::Invalid)?;
+        if self.slots().contains_key(&name) {
+            return Err(EditRefused::Exists(name));
+        }
+        self.check_organization(&connection)?;
+        let sealed_secret = self.secret_key().await?.seal(&name, &secret)?;
+        let stored = StoredConnection {
+            name: name.clone(),
+            definition,
+            sealed_secret,
+        };
+        self.store
+            .save_api_connection(&stored, &connection.organization, clock::now())
+            .await?;
+        let connection = Arc::new(connection);
+        self.slots_mut().insert(
+            name,
+            ConnectionSlot {
+                connection: connection.clone(),
+                origin: Origin::Api,
+                running: Arc::new(Semaphore::new(1)),
+            },
+        );
+        self.changed.send_modify(|generation| *generation += 1);
+        Ok(connection)
+    }
+
+    /// Edits a connection made through the API with a JSON merge patch of its definition; a
+    /// `client_secret` in the patch replaces the secret. A run going on finishes with the
+    /// connection as it was.
+    pub async fn update(&self, name: &str, patch: serde_json::Value) -> Result<Arc<Connection>, EditRefused> {
+        let _editing = self.editing.lock().await;
+        let slot = self.editable(name)?;
+        let (patch, new_secret) = connections::take_secret(patch).map_err(EditRefused::Invalid)?;
+        if patch.get("name").is_some_and(|new| new.as_str() != Some(name)) {
+            return Err(EditRefused::Invalid(
+                "a connection cannot be renamed: make a new one and delete this one".into(),
+            ));
+        }
+        let stored = self
+            .store
+            .api_connections()
+            .await?
+            .into_iter()
+            .find(|stored| stored.name == name)
+            .ok_or_else(|| EditRefused::UnknownConnection(name.to_owned()))?;
+        let mut definition = stored.definition;
+        connections::merge_patch(&mut definition, patch);
+        let secret = match (&new_secret, &slot.connection.secret) {
+            (Some(secret), _) => secret.clone(),
+            (None, SecretSource::Inline(secret)) => secret.clone(),
+            (None, _) => self.secret_key().await?.open(name, &stored.sealed_secret)?,
+        };
+        let connection = connections::build(&definition, &secret).map_err(EditRefused::Invalid)?;
+        // The stored secret goes only where it went when it was given: whoever moves the
+        // endpoints must know the secret, or the write-only secret could be sent to a host of
+        // the caller's choosing.
+        let moved = connection.authority_url != slot.connection.authority_url
+            || connection.graph_url != slot.connection.graph_url;
+        if moved && new_secret.is_none() {
+            return Err(EditRefused::Invalid(
+                "authority_url and graph_url change only with the client_secret given again in the same PATCH".into(),
+            ));
+        }
+        self.check_organization(&connection)?;
+        let sealed_secret = match new_secret {
+            Some(secret) => self.secret_key().await?.seal(name, &secret)?,
+            None => stored.sealed_secret,
+        };
+        let stored = StoredConnection {
+            name: name.to_owned(),
+            definition,
+            sealed_secret,
+        };
+        self.store
+            .save_api_connection(&stored, &connection.organization, clock::now())
+            .await?;
+        let connection = Arc::new(connection);
+        self.slots_mut().insert(
+            name.to_owned(),
+            ConnectionSlot {
+                connection: connection.clone(),
+                ..slot
+            },
+        );
+        self.changed.send_modify(|generation| *generation += 1);
+        Ok(connection)
+    }
+
+    /// Deletes a connection made through the API, unless a run of it is going on. Its history
+    /// and directory users stay.
+    pub async fn delete(&self, name: &str) -> Result<(), EditRefused> {
+        let _editing = self.editing.lock().await;
+        let slot = self.editable(name)?;
+        let _running = slot
+            .running
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| EditRefused::InProgress(name.to_owned()))?;
+        self.store.delete_api_connection(name).await?;
+        self.slots_mut().remove(name);
+        self.changed.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    /// The slot of a connection the API may edit.
+    fn editable(&self, name: &str) -> Result<ConnectionSlot, EditRefused> {
+        match self.slots().get(name) {
+            None => Err(EditRefused::UnknownConnection(name.to_owned())),
+            Some(slot) if slot.origin == Origin::Config => Err(EditRefused::ReadOnly(name.to_owned())),
+            Some(slot) => Ok(slot.clone()),
+        }
+    }
+
+    /// Refuses an organization another connection syncs into: tenants stay apart.
+    fn check_organization(&self, connection: &Connection) -> Result<(), EditRefused> {
+        let slots = self.slots();
+        let taken = slots.values().find(|slot| {
+            slot.connection.name != connection.name && slot.connection.organization == connection.organization
+        });
+        match taken {
+            Some(slot) => Err(EditRefused::OrganizationTaken {
+                organization: connection.organization.clone(),
+                connection: slot.connection.name.clone(),
+            }),
+            None => Ok(()),
         }
     }
 
     /// Takes the connection's run slot, or says why not.
     pub fn try_begin(&self, name: &str) -> Result<RunPermit, RunRefused> {
-        let slot = self
-            .connections
+        let slots = self.slots();
+        let slot = slots
             .get(name)
             .ok_or_else(|| RunRefused::UnknownConnection(name.to_owned()))?;
         if !slot.connection.enabled {
@@ -117,7 +394,7 @@ impl Runner {
 
     /// Whether a sync of the connection is running.
     pub fn is_running(&self, name: &str) -> bool {
-        self.connections
+        self.slots()
             .get(name)
             .is_some_and(|slot| slot.running.available_permits() == 0)
     }
@@ -131,17 +408,31 @@ impl Runner {
             let connection = &permit.connection;
             let summary = sync::run(&store, connection, options, &|_| {}).await?;
             metrics.record_run(&summary, clock::now());
-            tracing::info!(
-                connection = %connection.name,
-                run_id = summary.run_id,
-                trigger = ?options.trigger,
-                mode = summary.mode,
-                status = summary.status,
-                duration_ms = summary.duration_ms,
-                graph_requests = summary.graph_requests,
-                error = summary.error.as_deref().unwrap_or(""),
-                "run finished"
-            );
+            log_run(connection, options.trigger, &summary);
+            drop(permit);
+            Ok::<_, SyncError>(summary)
+        });
+        match task.await {
+            Ok(result) => Ok(result?),
+            Err(error) => Err(RunFailed::Aborted(error.to_string())),
+        }
+    }
+
+    /// Runs a one-user or one-group sync, holding the connection's slot like a run, as a task
+    /// of its own for the same reason.
+    pub async fn run_one(
+        &self,
+        permit: RunPermit,
+        subject: Subject,
+        mode: OneMode,
+    ) -> Result<RunSummary, RunFailed> {
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let task = tokio::spawn(async move {
+            let connection = &permit.connection;
+            let summary = targeted::run_one(&store, connection, &subject, mode).await?;
+            metrics.record_one_object_run(&summary);
+            log_run(connection, subject.trigger(), &summary);
             drop(permit);
             Ok::<_, SyncError>(summary)
         });
@@ -174,22 +465,84 @@ impl Runner {
         }
     }
 
-    /// The connections as the config has them.
-    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
-        self.connections.values().map(|slot| slot.connection.as_ref())
+    /// The connections, by name: the config file's and those made through the API.
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.slots()
+            .values()
+            .map(|slot| slot.connection.clone())
+            .collect()
+    }
+
+    /// One connection and where it is defined.
+    pub fn connection(&self, name: &str) -> Option<(Arc<Connection>, Origin)> {
+        self.slots()
+            .get(name)
+            .map(|slot| (slot.connection.clone(), slot.origin))
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
+    /// What the scheduler runs: per enabled connection, its schedule and whether another
+    /// enabled connection shares it (and so jitter applies).
+    fn schedules(&self) -> BTreeMap<String, ScheduleKey> {
+        let connections = self.connections();
+        let enabled: Vec<&Connection> = connections
+            .iter()
+            .map(|connection| connection.as_ref())
+            .filter(|connection| connection.enabled)
+            .collect();
+        enabled
+            .iter()
+            .map(|connection| {
+                let shared = enabled
+                    .iter()
+                    .filter(|other| other.schedule == connection.schedule)
+                    .count()
+                    > 1;
+                let key = ScheduleKey {
+                    schedule: connection.schedule.clone(),
+                    full_sync_every: connection.full_sync_every,
+                    shared,
+                };
+                (connection.name.clone(), key)
+            })
+            .collect()
+    }
+
     /// Waits until no sync is running.
     async fn wait_idle(&self) {
-        for slot in self.connections.values() {
+        let semaphores: Vec<Arc<Semaphore>> =
+            self.slots().values().map(|slot| slot.running.clone()).collect();
+        for running in semaphores {
             // The semaphore is never closed, so acquiring fails only if it were.
-            drop(slot.running.acquire().await);
+            drop(running.acquire().await);
         }
     }
+}
+
+/// Logs the end of a run.
+fn log_run(connection: &Connection, trigger: Trigger, summary: &RunSummary) {
+    tracing::info!(
+        connection = %connection.name,
+        run_id = summary.run_id,
+        trigger = ?trigger,
+        mode = summary.mode,
+        status = summary.status,
+        duration_ms = summary.duration_ms,
+        graph_requests = summary.graph_requests,
+        error = summary.error.as_deref().unwrap_or(""),
+        "run finished"
+    );
+}
+
+/// What a connection's schedule loop runs by; a change restarts the loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ScheduleKey {
+    schedule: Schedule,
+    full_sync_every: Duration,
+    shared: bool,
 }
 
 /// Runs the service until `shutdown` completes, then lets running syncs finish. `listening` is
@@ -201,6 +554,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let store = Store::open(&config.data_dir).await?;
     let runner = Arc::new(Runner::new(store.clone(), &config));
+    runner.load_stored().await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -212,27 +566,10 @@ pub async fn run(
         source,
     })?;
     let (stop, stopped) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(keep_history(
-        store.clone(),
-        config.history_days,
-        stopped.clone(),
-    ))];
-    for connection in config.connections.iter().filter(|c| c.enabled) {
-        let shared = config
-            .connections
-            .iter()
-            .filter(|other| other.enabled && other.schedule == connection.schedule)
-            .count()
-            > 1;
-        tasks.push(tokio::spawn(schedule_loop(
-            runner.clone(),
-            connection.name.clone(),
-            connection.schedule.clone(),
-            connection.full_sync_every,
-            shared,
-            stopped.clone(),
-        )));
-    }
+    let tasks = vec![
+        tokio::spawn(keep_history(store.clone(), config.history_days, stopped.clone())),
+        tokio::spawn(scheduler(runner.clone(), stopped.clone())),
+    ];
     let state = ApiState {
         store,
         runner: runner.clone(),
@@ -310,15 +647,65 @@ async fn keep_history(store: Store, days: u32, mut stopped: watch::Receiver<bool
     }
 }
 
+/// Keeps one schedule loop per enabled connection, following the runner's connections: a loop
+/// starts for a connection made or enabled, restarts when its schedule changes, and stops when
+/// it is disabled or deleted. On stop, every loop stops and is waited for.
+async fn scheduler(runner: Arc<Runner>, mut stopped: watch::Receiver<bool>) {
+    let mut changes = runner.changed.subscribe();
+    let mut loops: BTreeMap<String, (ScheduleKey, watch::Sender<bool>, JoinHandle<()>)> = BTreeMap::new();
+    loop {
+        changes.mark_unchanged();
+        let wanted = runner.schedules();
+        let (keep, retire): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut loops)
+            .into_iter()
+            .partition(|(name, (key, _, _))| wanted.get(name) == Some(key));
+        loops = keep;
+        // A retired loop stops at its next wait; a run it started goes on as its own task.
+        for (_, (_, stop, _)) in retire {
+            stop.send_replace(true);
+        }
+        for (name, key) in wanted {
+            if loops.contains_key(&name) {
+                continue;
+            }
+            let (stop, stop_loop) = watch::channel(false);
+            let task = tokio::spawn(schedule_loop(
+                runner.clone(),
+                name.clone(),
+                key.clone(),
+                stop_loop,
+            ));
+            loops.insert(name, (key, stop, task));
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => break,
+            changed = changes.changed() => if changed.is_err() { break },
+        }
+    }
+    for (_, (_, stop, task)) in loops {
+        stop.send_replace(true);
+        // A task that panicked has nothing left to stop.
+        let _ = task.await;
+    }
+}
+
+/// How long before Graph's delta links expire (seven days for directory objects, GRAPH.md §3)
+/// the scheduler reads everything instead: a planned full round is a healthy read, whereas an
+/// expired link is a delta reset, after which the guards hold back every removal.
+const DELTA_LINK_REFRESH: TimeDelta = TimeDelta::days(6);
+
 /// One connection's schedule: sleep until the next run is due, run it, repeat until told to stop.
 async fn schedule_loop(
     runner: Arc<Runner>,
     name: String,
-    schedule: Schedule,
-    full_sync_every: Duration,
-    shared: bool,
+    key: ScheduleKey,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let ScheduleKey {
+        schedule,
+        full_sync_every,
+        shared,
+    } = key;
     let now = clock::now();
     let jitter = match schedule.period_after(now) {
         Some(period) if shared => jitter(&name, period),
@@ -333,9 +720,25 @@ async fn schedule_loop(
     };
     let mut due = first_due(&schedule, jitter, last_success, now);
     loop {
-        let Some(at) = due else {
-            tracing::warn!(connection = %name, %schedule, "the schedule has no next time; not scheduling");
-            return;
+        let links_at = runner.store.delta_links_at(&name).await.unwrap_or_else(|error| {
+            tracing::warn!(connection = %name, %error, "cannot read the delta links' age");
+            None
+        });
+        // However far the schedule's next tick, run before the delta links expire. Once that
+        // time has passed (a run failed, or the connection was disabled), the next tick runs
+        // full instead, so a failing run is not retried at once, again and again.
+        let refresh = links_at
+            .map(|issued| issued + DELTA_LINK_REFRESH)
+            .filter(|refresh| *refresh > clock::now());
+        let at = match (due, refresh) {
+            (Some(due), Some(refresh)) => due.min(refresh),
+            (due, refresh) => match due.or(refresh) {
+                Some(at) => at,
+                None => {
+                    tracing::warn!(connection = %name, %schedule, "the schedule has no next time; not scheduling");
+                    return;
+                }
+            },
         };
         tracing::debug!(connection = %name, due = %at, "next scheduled run");
         let wait = (at - clock::now()).to_std().unwrap_or(Duration::ZERO);
@@ -346,7 +749,7 @@ async fn schedule_loop(
         match runner.try_begin(&name) {
             Ok(permit) => {
                 let full = match runner.store.last_full_at(&name).await {
-                    Ok(last_full) => full_due(last_full, full_sync_every, clock::now()),
+                    Ok(last_full) => full_due(last_full, full_sync_every, links_at, clock::now()),
                     Err(error) => {
                         tracing::warn!(connection = %name, %error, "cannot read the last full run; running delta");
                         false
@@ -389,12 +792,19 @@ fn first_due(
     }
 }
 
-/// Whether a scheduled run should read everything (`full_sync_every`). A delta run that brings
-/// no change does not look at the directory, so this is what corrects changes made there behind
-/// the sync's back. A connection that never had a full round gets one from `sync::run` anyway:
-/// it has no delta links.
-fn full_due(last_full: Option<DateTime<Utc>>, every: Duration, now: DateTime<Utc>) -> bool {
-    last_full.is_some_and(|last| (now - last).to_std().is_ok_and(|age| age >= every))
+/// Whether a scheduled run should read everything: `full_sync_every` has passed since the last
+/// full round, or the delta links are about to expire (`DELTA_LINK_REFRESH`). A delta run that
+/// brings no change does not look at the directory, so this is what corrects changes made there
+/// behind the sync's back. A connection that never had a full round gets one from `sync::run`
+/// anyway: it has no delta links.
+fn full_due(
+    last_full: Option<DateTime<Utc>>,
+    every: Duration,
+    links_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    let links_expiring = links_at.is_some_and(|issued| now - issued >= DELTA_LINK_REFRESH);
+    links_expiring || last_full.is_some_and(|last| (now - last).to_std().is_ok_and(|age| age >= every))
 }
 
 #[cfg(test)]
@@ -419,9 +829,29 @@ mod tests {
         ] {
             let day = Duration::from_secs(24 * 3600);
             assert_eq!(
-                full_due(last_full.map(at), day, now),
+                full_due(last_full.map(at), day, None, now),
                 full,
                 "last full {last_full:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_round_before_the_delta_links_expire() {
+        let now = at("2026-11-22T08:47:00Z");
+        let monthly = Duration::from_secs(30 * 86_400);
+        let last_full = Some(at("2026-11-10T00:00:00Z"));
+        for (links_at, full) in [
+            (None, false),
+            (Some("2026-11-21T08:47:00Z"), false),
+            (Some("2026-11-16T08:47:01Z"), false),
+            (Some("2026-11-16T08:47:00Z"), true),
+            (Some("2026-11-01T00:00:00Z"), true),
+        ] {
+            assert_eq!(
+                full_due(last_full, monthly, links_at.map(at), now),
+                full,
+                "links issued {links_at:?}"
             );
         }
     }

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_departments.sql"),
     include_str!("../migrations/sqlite/0003_api_tokens.sql"),
     include_str!("../migrations/sqlite/0004_guards.sql"),
+    include_str!("../migrations/sqlite/0005_api_connections.sql"),
 ];
 
 /// Rows per multi-row INSERT; SQLite allows 32,766 bound values per statement.
@@ -74,6 +75,10 @@ pub enum Trigger {
     Scheduled,
     /// Sync Now through the JSON API.
     Api,
+    /// A one-user sync through the JSON API.
+    User,
+    /// A one-group sync through the JSON API.
+    Group,
 }
 
 impl Trigger {
@@ -82,6 +87,8 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Scheduled => "scheduled",
             Trigger::Api => "api",
+            Trigger::User => "user",
+            Trigger::Group => "group",
         }
     }
 }
@@ -100,6 +107,8 @@ pub struct RunRecord {
     pub graph_requests: i64,
     pub duration_ms: Option<i64>,
     pub error: Option<String>,
+    /// The Entra id of the user or group a one-user or one-group run synced.
+    pub subject: Option<String>,
 }
 
 /// One recorded action of a run.
@@ -467,7 +476,7 @@ impl Store {
     /// Runs, newest first, optionally of one connection.
     pub async fn runs(&self, connection: Option<&str>, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.id, c.name, r.trigger, r.mode, r.status, r.started_at, r.finished_at, r.counts, r.graph_requests, r.duration_ms, r.error \
+            "SELECT r.id, c.name, r.trigger, r.mode, r.status, r.started_at, r.finished_at, r.counts, r.graph_requests, r.duration_ms, r.error, r.subject \
              FROM runs r JOIN connections c ON c.id = r.connection_id \
              WHERE ? IS NULL OR c.name = ? ORDER BY r.id DESC LIMIT ?",
         )
@@ -483,7 +492,7 @@ impl Store {
     /// One run.
     pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT r.id, c.name, r.trigger, r.mode, r.status, r.started_at, r.finished_at, r.counts, r.graph_requests, r.duration_ms, r.error \
+            "SELECT r.id, c.name, r.trigger, r.mode, r.status, r.started_at, r.finished_at, r.counts, r.graph_requests, r.duration_ms, r.error, r.subject \
              FROM runs r JOIN connections c ON c.id = r.connection_id WHERE r.id = ?",
         )
         .bind(run_id)
@@ -493,11 +502,13 @@ impl Store {
         row.as_ref().map(run_record).transpose()
     }
 
-    /// When the last successful run of a connection started, if it had one.
+    /// When the last successful run of a connection started, if it had one. One-user and
+    /// one-group runs do not count: they do not bring the whole tenant in step.
     pub async fn last_success(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let started: Option<String> = sqlx::query_scalar(
             "SELECT r.started_at FROM runs r JOIN connections c ON c.id = r.connection_id \
-             WHERE c.name = ? AND r.status = 'succeeded' ORDER BY r.id DESC LIMIT 1",
+             WHERE c.name = ? AND r.status = 'succeeded' AND r.trigger NOT IN ('user', 'group') \
+             ORDER BY r.id DESC LIMIT 1",
         )
         .bind(connection)
         .fetch_optional(&self.pool)
@@ -845,6 +856,7 @@ fn run_record(row: &sqlx::sqlite::SqliteRow) -> Result<RunRecord, StoreError> {
         graph_requests: row.get(8),
         duration_ms: row.get(9),
         error: row.get(10),
+        subject: row.get(11),
     })
 }
 

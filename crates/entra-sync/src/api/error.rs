@@ -20,8 +20,16 @@ pub enum Code {
     BadRequest,
     /// The connection is running a sync; Sync Now is refused, not queued.
     RunInProgress,
-    /// The connection is disabled in the config.
+    /// The connection is disabled.
     ConnectionDisabled,
+    /// The connection comes from the config file: edit the file, not the API.
+    ConnectionReadOnly,
+    /// A connection of that name exists.
+    ConnectionExists,
+    /// Another connection syncs into that organization.
+    OrganizationTaken,
+    /// The connection's definition fails validation (the message names the key).
+    InvalidConnection,
     /// The run's stored plan was approved and applied before.
     AlreadyApproved,
     /// A later run of the connection read a newer source; the stored plan may undo it.
@@ -36,12 +44,16 @@ pub enum Code {
 
 impl Code {
     /// Every code, for the OpenAPI document.
-    const ALL: [Code; 10] = [
+    const ALL: [Code; 14] = [
         Code::Unauthorized,
         Code::NotFound,
         Code::BadRequest,
         Code::RunInProgress,
         Code::ConnectionDisabled,
+        Code::ConnectionReadOnly,
+        Code::ConnectionExists,
+        Code::OrganizationTaken,
+        Code::InvalidConnection,
         Code::AlreadyApproved,
         Code::PlanStale,
         Code::RunNotStarted,
@@ -57,6 +69,10 @@ impl Code {
             Code::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
             Code::RunInProgress => (StatusCode::CONFLICT, "run_in_progress"),
             Code::ConnectionDisabled => (StatusCode::CONFLICT, "connection_disabled"),
+            Code::ConnectionReadOnly => (StatusCode::CONFLICT, "connection_read_only"),
+            Code::ConnectionExists => (StatusCode::CONFLICT, "connection_exists"),
+            Code::OrganizationTaken => (StatusCode::CONFLICT, "organization_taken"),
+            Code::InvalidConnection => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_connection"),
             Code::AlreadyApproved => (StatusCode::CONFLICT, "already_approved"),
             Code::PlanStale => (StatusCode::CONFLICT, "plan_stale"),
             Code::RunNotStarted => (StatusCode::UNPROCESSABLE_ENTITY, "run_not_started"),

@@ -1,8 +1,9 @@
 //! The JSON API under `/api/v1`, the health checks and `/metrics`, as one `Router` built by
 //! `router(state)` so that tests drive it without a socket.
 //!
-//! Connections are the config file's, read-only; a connection's credential is shown only as its
-//! kind, never its value. Every route under `/api/v1` needs a bearer token (`auth`); the health
+//! Connections are the config file's, read-only here, and those made through the API, which can
+//! be edited and deleted. A connection's credential is shown only as its kind, never its value;
+//! a client secret given to the API is write-only. Every route under `/api/v1` needs a bearer token (`auth`); the health
 //! checks and the metrics are open, for load balancers and Prometheus.
 
 mod auth;
@@ -30,9 +31,10 @@ use entra_sync_core::explain;
 use crate::clock;
 use crate::config::{Connection, SecretSource};
 use crate::graph::permissions;
-use crate::serve::{RunFailed, RunRefused, Runner};
+use crate::serve::{EditRefused, Origin, RunFailed, RunRefused, Runner};
 use crate::store::{Store, Trigger, UserRecord};
 use crate::sync::{self, ApproveError, RunOptions, SyncError};
+use crate::targeted::{OneMode, Subject};
 use crate::targets::Target;
 use crate::targets::directory::Directory;
 
@@ -50,9 +52,16 @@ pub struct ApiState {
 /// The service's HTTP routes.
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
-        .route("/connections", get(list_connections))
-        .route("/connections/{name}", get(get_connection))
+        .route("/connections", get(list_connections).post(create_connection))
+        .route(
+            "/connections/{name}",
+            get(get_connection)
+                .patch(patch_connection)
+                .delete(delete_connection),
+        )
         .route("/connections/{name}/sync", post(sync_now))
+        .route("/connections/{name}/users/{id}/sync", post(sync_user))
+        .route("/connections/{name}/groups/{id}/sync", post(sync_group))
         .route("/connections/{name}/test", post(test_connection))
         .route("/runs", get(list_runs))
         .route("/runs/{id}", get(get_run))
@@ -100,7 +109,13 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 
 /// A connection as the API shows it: everything but the credential's value.
 fn connection_json(connection: &Connection, runner: &Runner) -> Value {
+    let origin = runner
+        .connection(&connection.name)
+        .map_or(Origin::Config, |(_, origin)| origin);
     let credential = match &connection.secret {
+        SecretSource::Inline(_) if origin == Origin::Api => {
+            json!({ "kind": "client_secret", "stored": "encrypted" })
+        }
         SecretSource::Inline(_) => json!({ "kind": "client_secret" }),
         SecretSource::Env(variable) => json!({ "kind": "client_secret_env", "variable": variable }),
         SecretSource::File(path) => json!({ "kind": "client_secret_file", "path": path }),
@@ -119,7 +134,7 @@ fn connection_json(connection: &Connection, runner: &Runner) -> Value {
         "schedule": connection.schedule.to_string(),
         "enabled": connection.enabled,
         "running": runner.is_running(&connection.name),
-        "source": "config",
+        "source": origin.as_str(),
     })
 }
 
@@ -128,16 +143,81 @@ async fn list_connections(State(state): State<ApiState>) -> Json<Vec<Value>> {
         state
             .runner
             .connections()
+            .iter()
             .map(|connection| connection_json(connection, &state.runner))
             .collect(),
     )
 }
 
-fn find_connection<'a>(runner: &'a Runner, name: &str) -> Result<&'a Connection, ApiError> {
+fn find_connection(runner: &Runner, name: &str) -> Result<Arc<Connection>, ApiError> {
     runner
-        .connections()
-        .find(|connection| connection.name == name)
+        .connection(name)
+        .map(|(connection, _)| connection)
         .ok_or_else(|| ApiError::not_found(format!("connection {name:?}")))
+}
+
+/// A JSON body, or the answer that it is not one.
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::new(
+            Code::BadRequest,
+            format!("the body must be a JSON object: {error}"),
+        )
+    })
+}
+
+/// Why a connection could not be made, edited or deleted, as an answer.
+fn edit_refused(refused: EditRefused) -> ApiError {
+    let code = match &refused {
+        EditRefused::UnknownConnection(_) => Code::NotFound,
+        EditRefused::ReadOnly(_) => Code::ConnectionReadOnly,
+        EditRefused::Exists(_) => Code::ConnectionExists,
+        EditRefused::OrganizationTaken { .. } => Code::OrganizationTaken,
+        EditRefused::Invalid(_) => Code::InvalidConnection,
+        EditRefused::InProgress(_) => Code::RunInProgress,
+        EditRefused::SecretKey(_) | EditRefused::Store(_) => return ApiError::internal(refused),
+    };
+    ApiError::new(code, refused.to_string())
+}
+
+/// Makes a connection from the config file's keys as JSON, with `client_secret`; the secret is
+/// stored sealed and never answered.
+async fn create_connection(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let connection = state
+        .runner
+        .create(json_body(&body)?)
+        .await
+        .map_err(edit_refused)?;
+    tracing::info!(connection = %connection.name, "connection made through the API");
+    let document = connection_json(&connection, &state.runner);
+    Ok((StatusCode::CREATED, Json(document)).into_response())
+}
+
+/// Edits a connection made through the API with a JSON merge patch of its definition.
+async fn patch_connection(
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name.map_err(bad_path)?;
+    let connection = state
+        .runner
+        .update(&name, json_body(&body)?)
+        .await
+        .map_err(edit_refused)?;
+    tracing::info!(connection = %connection.name, "connection edited through the API");
+    Ok(Json(connection_json(&connection, &state.runner)))
+}
+
+/// Deletes a connection made through the API; its history and directory users stay.
+async fn delete_connection(
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(name) = name.map_err(bad_path)?;
+    state.runner.delete(&name).await.map_err(edit_refused)?;
+    tracing::info!(connection = %name, "connection deleted through the API");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn get_connection(
@@ -146,7 +226,7 @@ async fn get_connection(
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = name.map_err(bad_path)?;
     let connection = find_connection(&state.runner, &name)?;
-    Ok(Json(connection_json(connection, &state.runner)))
+    Ok(Json(connection_json(&connection, &state.runner)))
 }
 
 /// The body of Sync Now; an empty body is a delta run that applies.
@@ -192,15 +272,70 @@ async fn sync_now(
         dry_run: request.dry_run,
         trigger: Trigger::Api,
     };
+    let summary = state.runner.run(permit, options).await.map_err(run_failed)?;
+    Ok((StatusCode::ACCEPTED, Json(summary)).into_response())
+}
+
+/// Why a run that was to start has no summary, as an answer.
+fn run_failed(error: RunFailed) -> ApiError {
+    match error {
+        RunFailed::Sync(SyncError::Store(error)) => ApiError::internal(error),
+        RunFailed::Sync(error) => ApiError::new(Code::RunNotStarted, error.to_string()),
+        RunFailed::Approve(_) | RunFailed::Aborted(_) => ApiError::internal(error),
+    }
+}
+
+/// The body of a one-user or one-group sync; an empty body is `full`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OneSyncRequest {
+    #[serde(default)]
+    mode: OneMode,
+}
+
+/// One-user sync: `info` pulls the user from Entra and applies it, `downstream` pushes the
+/// directory's values to the targets, `full` does both. Answers with the run's summary.
+async fn sync_user(
+    State(state): State<ApiState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Path((name, id)) = path.map_err(bad_path)?;
+    sync_one(state, name, Subject::User(id), &body).await
+}
+
+/// One-group sync: the group and every direct member user, as a one-user sync does them.
+async fn sync_group(
+    State(state): State<ApiState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Path((name, id)) = path.map_err(bad_path)?;
+    sync_one(state, name, Subject::Group(id), &body).await
+}
+
+async fn sync_one(
+    state: ApiState,
+    name: String,
+    subject: Subject,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let request: OneSyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        OneSyncRequest::default()
+    } else {
+        serde_json::from_slice(body).map_err(|error| {
+            ApiError::new(
+                Code::BadRequest,
+                format!("the body must be {{\"mode\": \"info\"|\"downstream\"|\"full\"}}: {error}"),
+            )
+        })?
+    };
+    let permit = state.runner.try_begin(&name).map_err(refused)?;
     let summary = state
         .runner
-        .run(permit, options)
+        .run_one(permit, subject, request.mode)
         .await
-        .map_err(|error| match error {
-            RunFailed::Sync(SyncError::Store(error)) => ApiError::internal(error),
-            RunFailed::Sync(error) => ApiError::new(Code::RunNotStarted, error.to_string()),
-            RunFailed::Approve(_) | RunFailed::Aborted(_) => ApiError::internal(error),
-        })?;
+        .map_err(run_failed)?;
     Ok((StatusCode::ACCEPTED, Json(summary)).into_response())
 }
 
@@ -212,7 +347,7 @@ async fn test_connection(
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = name.map_err(bad_path)?;
     let connection = find_connection(&state.runner, &name)?;
-    let roles = match sync::graph_client(connection) {
+    let roles = match sync::graph_client(&connection) {
         Ok(client) => client.granted_roles().await.map_err(|error| error.to_string()),
         Err(error) => Err(error.to_string()),
     };
@@ -336,6 +471,7 @@ fn organizations(runner: &Runner, connection: Option<&str>) -> Result<BTreeSet<S
             .clone()])),
         None => Ok(runner
             .connections()
+            .iter()
             .map(|connection| connection.organization.clone())
             .collect()),
     }
@@ -395,6 +531,7 @@ async fn explain_user(
     let connection = state
         .runner
         .connections()
+        .into_iter()
         .find(|connection| connection.organization == organization)
         .ok_or_else(|| ApiError::not_found(format!("user {id}")))?;
     let Some(entra_id) = user.entra_id else {

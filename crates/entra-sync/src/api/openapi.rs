@@ -20,9 +20,23 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/v1/connections",
-        summary: "The config file's connections, without credential values",
+        summary: "The connections, the config file's and those made through the API \
+                  (`source`: config or api), without credential values",
         query: &[],
         success: ("200", "an array of connections"),
+        token: true,
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/connections",
+        summary: "Makes a connection: the config file's connection keys as JSON (name, tenant_id, \
+                  client_id, client_secret, authority_url, graph_url, schedule, start_at, \
+                  full_sync_every, enabled, organization, scope, options, fields, assignments, \
+                  guards). client_secret is required, stored encrypted and never answered; \
+                  client_secret_env, client_secret_file and certificate files are config-file only. \
+                  409 connection_exists or organization_taken, 422 invalid_connection",
+        query: &[],
+        success: ("201", "the connection"),
         token: true,
     },
     Operation {
@@ -34,12 +48,54 @@ const OPERATIONS: &[Operation] = &[
         token: true,
     },
     Operation {
+        method: "patch",
+        path: "/api/v1/connections/{name}",
+        summary: "Edits a connection made through the API with a JSON merge patch of its definition \
+                  (such as {\"enabled\": false}); a client_secret replaces the secret, and must \
+                  come with any change of authority_url or graph_url. \
+                  409 connection_read_only for the config file's connections",
+        query: &[],
+        success: ("200", "the connection"),
+        token: true,
+    },
+    Operation {
+        method: "delete",
+        path: "/api/v1/connections/{name}",
+        summary: "Deletes a connection made through the API and what the sync knew of its tenant; \
+                  its history and directory users stay. 409 connection_read_only for the config \
+                  file's connections, run_in_progress while it syncs",
+        query: &[],
+        success: ("204", "deleted"),
+        token: true,
+    },
+    Operation {
         method: "post",
         path: "/api/v1/connections/{name}/sync",
         summary: "Sync Now: body {\"mode\": \"delta\"|\"full\", \"dry_run\": bool}, both optional; \
                   answers when the run is done; 409 run_in_progress while one runs",
         query: &[],
         success: ("202", "the run summary, as `entra-sync sync --json` prints it"),
+        token: true,
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/connections/{name}/users/{id}/sync",
+        summary: "One-user sync of an Entra user (object id or UPN): body {\"mode\": \"info\"|\"downstream\"|\"full\"} \
+                  (default full). info reads the user from Graph and applies only its actions; \
+                  downstream pushes the directory's values to the targets (with the embedded \
+                  directory alone, a recorded run that changes nothing); the delta links do not \
+                  move. Recorded with trigger user",
+        query: &[],
+        success: ("202", "the run summary"),
+        token: true,
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/connections/{name}/groups/{id}/sync",
+        summary: "One-group sync of an Entra group (object id): the group and every direct member \
+                  user, with the body and modes of the one-user sync. Recorded with trigger group",
+        query: &[],
+        success: ("202", "the run summary"),
         token: true,
     },
     Operation {
@@ -177,7 +233,13 @@ pub(super) fn document() -> Value {
             .split('/')
             .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| {
-                let kind = if name == "id" { "integer" } else { "string" };
+                // Under a connection, `id` is an Entra id; elsewhere a run's or a directory user's.
+                let entra = operation.path.starts_with("/api/v1/connections/");
+                let kind = if name == "id" && !entra {
+                    "integer"
+                } else {
+                    "string"
+                };
                 json!({ "name": name, "in": "path", "required": true, "schema": { "type": kind } })
             })
             .collect();

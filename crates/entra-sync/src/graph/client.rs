@@ -24,6 +24,10 @@ const USER_SELECT: &str = "id,userPrincipalName,mail,displayName,givenName,surna
 /// The group properties the sync reads; `members` turns on `members@delta` (GRAPH.md §3).
 const GROUP_SELECT: &str = "displayName,description,mail,securityEnabled,groupTypes,members";
 
+/// The group properties a one-group sync reads: those of the delta round, without the members,
+/// which come from `/members` page by page.
+const GROUP_OBJECT_SELECT: &str = "id,displayName,description,mail,securityEnabled,groupTypes";
+
 /// Attempts at one request while Graph throttles or is unavailable (429, 503, 504).
 const MAX_ATTEMPTS: u32 = 8;
 
@@ -52,6 +56,8 @@ struct Inner {
     groups_delta_url: Url,
     /// Every link followed must be on this origin: the access token goes with the request.
     graph_origin: url::Origin,
+    /// Where single objects are read (`{graph_url}/v1.0/users/{id}`).
+    graph_url: Url,
 }
 
 /// Sends requests with retries and counts them.
@@ -92,6 +98,7 @@ impl GraphClient {
                 users_delta_url: first_delta_url(&settings.graph_url, "users", USER_SELECT)?,
                 groups_delta_url: first_delta_url(&settings.graph_url, "groups", GROUP_SELECT)?,
                 graph_origin: settings.graph_url.origin(),
+                graph_url: settings.graph_url.clone(),
             }),
         })
     }
@@ -155,7 +162,7 @@ impl GraphClient {
         };
         let mut pages = 0;
         loop {
-            let page: Page<T> = self.get_page(&url).await?;
+            let page: Page<T> = self.get_json(&url).await?;
             pages += 1;
             let (entries, link) = page.into_delta_parts().map_err(|problem| Error::BrokenRound {
                 url: without_query(&url),
@@ -178,10 +185,79 @@ impl GraphClient {
         }
     }
 
-    /// GETs one page. A 401 renews the token once (it may have been revoked or expired early);
+    /// One user by object id or UPN with the properties a sync reads, for a one-user sync;
+    /// `None` when Entra has no such user (a wrong id, or deleted).
+    pub async fn user(&self, id: &str) -> Result<Option<UserDelta>, Error> {
+        let url = self.object_url(&["users", id], USER_SELECT)?;
+        none_when_not_found(self.get_json(&url).await)
+    }
+
+    /// One group without its members, for a one-group sync; `None` when Entra has no such group.
+    pub async fn group(&self, id: &str) -> Result<Option<GroupDelta>, Error> {
+        let url = self.object_url(&["groups", id], GROUP_OBJECT_SELECT)?;
+        none_when_not_found(self.get_json(&url).await)
+    }
+
+    /// A group's direct members, every page: the users with the properties a sync reads, and
+    /// the ids of nested groups. `None` when Entra has no such group.
+    pub async fn group_members(&self, id: &str) -> Result<Option<GroupMembers>, Error> {
+        let mut url = self.object_url(&["groups", id, "members"], USER_SELECT)?;
+        url.query_pairs_mut().append_pair("$top", "999");
+        let mut members = GroupMembers::default();
+        loop {
+            let page: Page<serde_json::Value> = match none_when_not_found(self.get_json(&url).await)? {
+                Some(page) => page,
+                None => return Ok(None),
+            };
+            for member in page.value {
+                match member.get("@odata.type").and_then(|kind| kind.as_str()) {
+                    Some("#microsoft.graph.user") => {
+                        let user: UserDelta =
+                            serde_json::from_value(member).map_err(|error| Error::InvalidBody {
+                                url: without_query(&url),
+                                reason: error.to_string(),
+                            })?;
+                        members.users.push(user);
+                    }
+                    Some("#microsoft.graph.group") => {
+                        if let Some(id) = member.get("id").and_then(|id| id.as_str()) {
+                            members.groups.push(id.to_owned());
+                        }
+                    }
+                    // Devices, service principals and contacts are not synced.
+                    _ => {}
+                }
+            }
+            match page.next_link {
+                None => return Ok(Some(members)),
+                Some(next) => {
+                    url = match Url::parse(&next) {
+                        Ok(next) if next.origin() == self.inner.graph_origin => next,
+                        _ => return Err(Error::ForeignLink { link: shorten(&next) }),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `{graph_url}/v1.0/{segments}?$select=...`, each segment escaped.
+    fn object_url(&self, segments: &[&str], select: &str) -> Result<Url, Error> {
+        let mut url = self.inner.graph_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| Error::InsecureUrl {
+                url: self.inner.graph_url.to_string(),
+            })?
+            .pop_if_empty()
+            .push("v1.0")
+            .extend(segments);
+        url.set_query(Some(&format!("$select={select}")));
+        Ok(url)
+    }
+
+    /// GETs one JSON body (a page or an object). A 401 renews the token once (it may have been revoked or expired early);
     /// a body that does not parse is fetched once more before giving up, since a connection cut
     /// mid-body looks the same as garbage.
-    async fn get_page<T: DeserializeOwned>(&self, url: &Url) -> Result<Page<T>, Error> {
+    async fn get_json<B: DeserializeOwned>(&self, url: &Url) -> Result<B, Error> {
         let mut renewed_token = false;
         let mut refetched = false;
         loop {
@@ -204,7 +280,7 @@ impl GraphClient {
             if !reply.status.is_success() {
                 return Err(graph_error(url, reply.status.as_u16(), &reply.body));
             }
-            match serde_json::from_slice::<Page<T>>(&reply.body) {
+            match serde_json::from_slice::<B>(&reply.body) {
                 Ok(page) => return Ok(page),
                 Err(error) if !refetched => {
                     tracing::warn!(url = %without_query(url), %error, "unreadable page; fetching it again");
@@ -303,6 +379,23 @@ impl Transport {
             };
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// A group's direct members as `group_members` reads them.
+#[derive(Debug, Default)]
+pub struct GroupMembers {
+    pub users: Vec<UserDelta>,
+    /// Nested groups' ids.
+    pub groups: Vec<String>,
+}
+
+/// A 404 from Graph means the object does not exist; any other error stays one.
+fn none_when_not_found<T>(result: Result<T, Error>) -> Result<Option<T>, Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::Graph { status: 404, .. }) => Ok(None),
+        Err(error) => Err(error),
     }
 }
 

@@ -13,7 +13,7 @@ pub mod wire;
 
 use std::fmt;
 
-pub use client::GraphClient;
+pub use client::{GraphClient, GroupMembers};
 pub use error::Error;
 
 /// Where a connection's tenant lives and how the app proves who it is.

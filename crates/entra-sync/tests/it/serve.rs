@@ -22,6 +22,7 @@ use crate::support::{Tenant, Workspace};
 /// A router on a temp data folder, with a token, for the config text `connections`.
 struct Api {
     _dir: tempfile::TempDir,
+    config: Config,
     router: axum::Router,
     runner: Arc<Runner>,
     store: Store,
@@ -42,6 +43,7 @@ impl Api {
         let token = api::create_token(&store, "tests").await.expect("a token");
         Api {
             _dir: dir,
+            config,
             router,
             runner,
             store,
@@ -80,6 +82,33 @@ impl Api {
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
         self.call(Method::GET, uri, Some(&self.token.clone()), None).await
     }
+
+    /// Sends a request with the token and a JSON body (or none).
+    async fn send(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(method, uri, Some(&self.token.clone()), body).await
+    }
+}
+
+/// An emulated tenant's connection as an API body: the config lines it prints, as JSON.
+fn connection_body(tenant: &Tenant, name: &str) -> Value {
+    let lines: toml::Table = toml::from_str(&tenant.emulator.config_lines()).expect("TOML lines");
+    let mut body = serde_json::to_value(lines).expect("JSON");
+    body["name"] = json!(name);
+    body
+}
+
+/// Every byte of a data folder's database files, as text, to search for a secret.
+fn database_text(data_dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(data_dir).expect("the data folder") {
+        let path = entry.expect("an entry").path();
+        if path.to_string_lossy().contains("entra-sync.db") {
+            text.push_str(&String::from_utf8_lossy(
+                &std::fs::read(&path).expect("a database file"),
+            ));
+        }
+    }
+    text
 }
 
 const UNREACHABLE: &str = r#"
@@ -973,4 +1002,546 @@ async fn a_restart_syncs_at_once_only_when_a_scheduled_time_was_missed() {
             .any(|log| log["fields"]["message"] == "run finished" && log["fields"]["connection"] == "daily"),
         "{output}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_made_through_the_api_syncs_keeps_its_secret_sealed_and_is_edited_and_deleted() {
+    let secret = "api-made-secret-value-7e3f10";
+    let tenant = Tenant::start_with(graph_emulator::EmulatorOptions {
+        users: 20,
+        groups: 3,
+        client_secret: secret.into(),
+        ..graph_emulator::EmulatorOptions::default()
+    })
+    .await;
+    let api = Api::new(UNREACHABLE).await;
+    let body = connection_body(&tenant, "alpha");
+    assert_eq!(body["client_secret"], secret);
+
+    for (change, status, code) in [
+        (json!({ "client_secret": null }), 422, "invalid_connection"),
+        (
+            json!({ "client_secret_file": "/etc/shadow" }),
+            422,
+            "invalid_connection",
+        ),
+        (json!({ "name": "a/b" }), 422, "invalid_connection"),
+        (json!({ "schedule": "sometimes" }), 422, "invalid_connection"),
+        (json!({ "colour": "blue" }), 422, "invalid_connection"),
+        (json!({ "name": "contoso" }), 409, "connection_exists"),
+        (json!({ "organization": "contoso" }), 409, "organization_taken"),
+    ] {
+        let mut wrong = body.clone();
+        for (key, value) in change.as_object().expect("an object") {
+            wrong[key] = value.clone();
+        }
+        let (got, answer) = api.send(Method::POST, "/api/v1/connections", Some(wrong)).await;
+        assert_eq!(
+            (got.as_u16(), &answer["code"]),
+            (status, &json!(code)),
+            "{change}: {answer}"
+        );
+        assert!(!answer.to_string().contains(secret), "{answer}");
+    }
+
+    let (status, created) = api
+        .send(Method::POST, "/api/v1/connections", Some(body.clone()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["source"], "api");
+    assert_eq!(created["organization"], "alpha");
+    assert_eq!(
+        created["credential"],
+        json!({ "kind": "client_secret", "stored": "encrypted" })
+    );
+    let (status, again) = api.send(Method::POST, "/api/v1/connections", Some(body)).await;
+    assert_eq!(
+        (status, &again["code"]),
+        (StatusCode::CONFLICT, &json!("connection_exists"))
+    );
+
+    let (status, summary) = api
+        .send(Method::POST, "/api/v1/connections/alpha/sync", None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{summary}");
+    assert_eq!(
+        (&summary["status"], &summary["created"]),
+        (&json!("succeeded"), &json!(20))
+    );
+    let (_, users) = api.get("/api/v1/users?connection=alpha").await;
+    assert_eq!(users.as_array().expect("an array").len(), 20);
+    assert!(
+        users
+            .as_array()
+            .expect("an array")
+            .iter()
+            .all(|user| user["organization"] == "alpha")
+    );
+
+    let (_, listed) = api.get("/api/v1/connections").await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|connection| connection["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["alpha", "contoso", "paused"]);
+    let (_, alpha) = api.get("/api/v1/connections/alpha").await;
+    for answer in [&listed, &alpha, &created] {
+        assert!(
+            !answer.to_string().contains(secret),
+            "an answer holds the secret: {answer}"
+        );
+    }
+    let (definition, sealed): (String, String) =
+        sqlx::query_as("SELECT definition, client_secret_sealed FROM api_connections WHERE name = 'alpha'")
+            .fetch_one(&api.store.pool())
+            .await
+            .expect("the stored connection");
+    assert!(sealed.starts_with("v1:"), "{sealed}");
+    assert!(!definition.contains(secret) && !sealed.contains(secret));
+    assert!(
+        !database_text(&api.config.data_dir).contains(secret),
+        "the database files hold the secret in clear"
+    );
+
+    // The config file's connections are read-only through the API.
+    for method in [Method::PATCH, Method::DELETE] {
+        let body = (method == Method::PATCH).then(|| json!({ "enabled": false }));
+        let (status, answer) = api
+            .send(method.clone(), "/api/v1/connections/contoso", body)
+            .await;
+        assert_eq!(
+            (status, &answer["code"]),
+            (StatusCode::CONFLICT, &json!("connection_read_only")),
+            "{method}: {answer}"
+        );
+    }
+
+    // A wrong secret, then the right one again: the secret is write-only but replaceable.
+    let test = "/api/v1/connections/alpha/test";
+    let (status, patched) = api
+        .send(
+            Method::PATCH,
+            "/api/v1/connections/alpha",
+            Some(json!({ "client_secret": "not-the-secret" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(api.send(Method::POST, test, None).await.1["ok"], false);
+    api.send(
+        Method::PATCH,
+        "/api/v1/connections/alpha",
+        Some(json!({ "client_secret": secret })),
+    )
+    .await;
+    assert_eq!(api.send(Method::POST, test, None).await.1["ok"], true);
+    let (status, moved) = api
+        .send(
+            Method::PATCH,
+            "/api/v1/connections/alpha",
+            Some(json!({ "authority_url": "https://login.attacker.example" })),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), &moved["code"]),
+        (422, &json!("invalid_connection")),
+        "the stored secret never goes to a new host: {moved}"
+    );
+    let (status, renamed) = api
+        .send(
+            Method::PATCH,
+            "/api/v1/connections/alpha",
+            Some(json!({ "name": "beta" })),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), &renamed["code"]),
+        (422, &json!("invalid_connection"))
+    );
+
+    // A second runner on the same data folder, as after a restart, opens the sealed secret.
+    let restarted = Runner::new(api.store.clone(), &api.config);
+    restarted
+        .load_stored()
+        .await
+        .expect("the stored connections load");
+    let (connection, origin) = restarted.connection("alpha").expect("alpha after a restart");
+    assert_eq!(origin, entra_sync::serve::Origin::Api);
+    let permit = restarted.try_begin("alpha").expect("free");
+    let options = entra_sync::sync::RunOptions {
+        full: false,
+        dry_run: false,
+        trigger: Trigger::Manual,
+    };
+    let delta = restarted.run(permit, options).await.expect("a run");
+    assert_eq!((delta.status, delta.mode), ("succeeded", "delta"), "{delta:?}");
+    assert_eq!(connection.organization, "alpha");
+
+    let (status, disabled) = api
+        .send(
+            Method::PATCH,
+            "/api/v1/connections/alpha",
+            Some(json!({ "enabled": false })),
+        )
+        .await;
+    assert_eq!(
+        (status, &disabled["enabled"]),
+        (StatusCode::OK, &json!(false)),
+        "{disabled}"
+    );
+    let (status, refused) = api
+        .send(Method::POST, "/api/v1/connections/alpha/sync", None)
+        .await;
+    assert_eq!(
+        (status, &refused["code"]),
+        (StatusCode::CONFLICT, &json!("connection_disabled"))
+    );
+
+    let permit = api.runner.try_begin("contoso").expect("free");
+    drop(permit);
+    let (status, _) = api.send(Method::DELETE, "/api/v1/connections/alpha", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.get("/api/v1/connections/alpha").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, runs) = api.get("/api/v1/runs?connection=alpha").await;
+    assert_eq!(
+        runs.as_array().expect("an array").len(),
+        2,
+        "the history stays: {runs}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM api_connections")
+        .fetch_one(&api.store.pool())
+        .await
+        .expect("a count");
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_and_one_group_syncs_apply_only_their_objects_and_leave_the_delta_links() {
+    let tenant = Tenant::start(30, 4).await;
+    let api = Api::new(&tenant.connection("contoso")).await;
+    let (_, first) = api
+        .send(Method::POST, "/api/v1/connections/contoso/sync", None)
+        .await;
+    assert_eq!(first["created"], 30, "{first}");
+    let links = || async {
+        let state = api
+            .store
+            .connection_state("contoso", "contoso", entra_sync::clock::now())
+            .await
+            .expect("the state");
+        (state.users_delta_link, state.groups_delta_link)
+    };
+    let links_before = links().await;
+    let job_title = |id: String| {
+        let api = &api;
+        async move {
+            let (_, users) = api.get("/api/v1/users?connection=contoso").await;
+            users
+                .as_array()
+                .expect("an array")
+                .iter()
+                .find(|user| user["entra_id"] == id.as_str())
+                .map(|user| user["job_title"].clone())
+                .expect("the user")
+        }
+    };
+    let active: Vec<String> = tenant
+        .users()
+        .await
+        .iter()
+        .filter(|user| user["state"] == "active" && user["accountEnabled"] == true)
+        .map(|user| user["id"].as_str().expect("id").to_owned())
+        .collect();
+    let (one, other) = (&active[0], &active[1]);
+    for (id, title) in [(one, "Chief Synchroniser"), (other, "Left For Later")] {
+        tenant
+            .control(
+                reqwest::Method::PATCH,
+                &format!("users/{id}"),
+                Some(json!({ "jobTitle": title })),
+            )
+            .await;
+    }
+
+    let user_sync = |id: &str| format!("/api/v1/connections/contoso/users/{id}/sync");
+    let (status, info) = api
+        .send(Method::POST, &user_sync(one), Some(json!({ "mode": "info" })))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{info}");
+    assert_eq!(
+        (&info["status"], &info["mode"], &info["updated"]),
+        (&json!("succeeded"), &json!("info"), &json!(1)),
+        "{info}"
+    );
+    assert_eq!(job_title(one.clone()).await, "Chief Synchroniser");
+    assert_ne!(job_title(other.clone()).await, "Left For Later", "only that user");
+    assert_eq!(
+        links().await,
+        links_before,
+        "a one-user sync leaves the delta links"
+    );
+    let (_, run) = api.get(&format!("/api/v1/runs/{}", info["run_id"])).await;
+    assert_eq!(
+        (&run["trigger"], &run["mode"], &run["subject"]),
+        (&json!("user"), &json!("info"), &json!(one))
+    );
+    let (_, actions) = api.get(&format!("/api/v1/runs/{}/actions", info["run_id"])).await;
+    let actions = actions.as_array().expect("an array");
+    assert!(!actions.is_empty());
+    assert!(
+        actions.iter().all(|action| action["entra_id"] == one.as_str()),
+        "{actions:?}"
+    );
+
+    // The next run reads both changes from the unchanged links; the first is already applied.
+    let (_, delta) = api
+        .send(Method::POST, "/api/v1/connections/contoso/sync", None)
+        .await;
+    assert_eq!(
+        (&delta["mode"], &delta["updated"]),
+        (&json!("delta"), &json!(1)),
+        "{delta}"
+    );
+    assert_eq!(job_title(other.clone()).await, "Left For Later");
+
+    let (_, downstream) = api
+        .send(
+            Method::POST,
+            &user_sync(one),
+            Some(json!({ "mode": "downstream" })),
+        )
+        .await;
+    assert_eq!(
+        (
+            &downstream["status"],
+            &downstream["unchanged"],
+            &downstream["graph_requests"]
+        ),
+        (&json!("succeeded"), &json!(1), &json!(0)),
+        "{downstream}"
+    );
+    let (_, full) = api.send(Method::POST, &user_sync(one), None).await;
+    assert_eq!(
+        (&full["status"], &full["mode"]),
+        (&json!("succeeded"), &json!("full")),
+        "{full}"
+    );
+    let (_, missing) = api
+        .send(
+            Method::POST,
+            &user_sync("no-such-user"),
+            Some(json!({ "mode": "info" })),
+        )
+        .await;
+    assert_eq!(missing["status"], "failed", "{missing}");
+    assert!(
+        missing["error"]
+            .as_str()
+            .expect("an error")
+            .contains("Entra has no user"),
+        "{missing}"
+    );
+    let (status, bad) = api
+        .send(Method::POST, &user_sync(one), Some(json!({ "mode": "sideways" })))
+        .await;
+    assert_eq!(
+        (status, &bad["code"]),
+        (StatusCode::BAD_REQUEST, &json!("bad_request"))
+    );
+
+    // One group: a member added in Entra and a member's new title arrive; nothing else.
+    let groups = tenant.groups().await;
+    let group = groups
+        .iter()
+        .min_by_key(|group| group["memberIds"].as_array().map_or(0, Vec::len))
+        .expect("a group");
+    let group_id = group["id"].as_str().expect("id");
+    let members: Vec<&str> = group["memberIds"]
+        .as_array()
+        .expect("memberIds")
+        .iter()
+        .map(|id| id.as_str().expect("id"))
+        .collect();
+    let joiner = active
+        .iter()
+        .find(|id| !members.contains(&id.as_str()) && *id != one && *id != other)
+        .expect("a user outside the group");
+    tenant
+        .post(&format!("groups/{group_id}/members"), json!({ "id": joiner }))
+        .await;
+    tenant
+        .control(
+            reqwest::Method::PATCH,
+            &format!("users/{joiner}"),
+            Some(json!({ "jobTitle": "New Joiner" })),
+        )
+        .await;
+    let bystander = active
+        .iter()
+        .find(|id| !members.contains(&id.as_str()) && *id != joiner && *id != one && *id != other)
+        .expect("another user outside the group");
+    tenant
+        .control(
+            reqwest::Method::PATCH,
+            &format!("users/{bystander}"),
+            Some(json!({ "jobTitle": "Not In The Group" })),
+        )
+        .await;
+    let links_before = links().await;
+    let (status, grouped) = api
+        .send(
+            Method::POST,
+            &format!("/api/v1/connections/contoso/groups/{group_id}/sync"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{grouped}");
+    assert_eq!(grouped["status"], "succeeded", "{grouped}");
+    assert_eq!(grouped["memberships_added"], 1, "{grouped}");
+    assert_eq!(grouped["updated"], 1, "{grouped}");
+    assert_eq!(job_title(joiner.clone()).await, "New Joiner");
+    assert_ne!(job_title(bystander.clone()).await, "Not In The Group");
+    assert_eq!(links().await, links_before);
+    let (_, runs) = api.get("/api/v1/runs?connection=contoso&limit=1").await;
+    assert_eq!(
+        (&runs[0]["trigger"], &runs[0]["subject"]),
+        (&json!("group"), &json!(group_id))
+    );
+
+    // The last successful run, which a restart's catch-up goes by, is the whole delta run.
+    let (_, delta_run) = api.get(&format!("/api/v1/runs/{}", delta["run_id"])).await;
+    let last = api.store.last_success("contoso").await.expect("the last success");
+    assert_eq!(last, Some(time(&delta_run, "started_at")), "{delta_run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_schedules_a_connection_made_through_the_api_and_keeps_it_across_a_restart() {
+    let secret = "scheduled-api-secret-31c9aa";
+    let tenant = Tenant::start_with(graph_emulator::EmulatorOptions {
+        users: 15,
+        groups: 2,
+        client_secret: secret.into(),
+        ..graph_emulator::EmulatorOptions::default()
+    })
+    .await;
+    let workspace = Workspace::new("[server]\nlisten = \"127.0.0.1:0\"\n");
+    let created = workspace.run(&["token", "create", "--name", "e2e"]).await;
+    let token = String::from_utf8(created.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned();
+    let mut service = Service::start(&workspace, &token, &[]).await;
+    let mut body = connection_body(&tenant, "alpha");
+    body["schedule"] = json!("every 1s");
+    let (status, created) = service
+        .call(reqwest::Method::POST, "/api/v1/connections", true, Some(body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+
+    let scheduled = |runs: &[Value]| runs.iter().filter(|run| run["trigger"] == "scheduled").count();
+    let mut runs = Vec::new();
+    for _ in 0..100 {
+        runs = service.runs("alpha").await;
+        if scheduled(&runs) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(scheduled(&runs) >= 2, "the scheduler runs it: {runs:?}");
+    assert_eq!(runs[0]["counts"]["created"], 15, "{runs:?}");
+
+    let (status, disabled) = service
+        .call(
+            reqwest::Method::PATCH,
+            "/api/v1/connections/alpha",
+            true,
+            Some(json!({ "enabled": false })),
+        )
+        .await;
+    assert_eq!((status, &disabled["enabled"]), (200, &json!(false)), "{disabled}");
+    // A run that had started finishes; then nothing more starts.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let stopped = service.runs("alpha").await.len();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        service.runs("alpha").await.len(),
+        stopped,
+        "a disabled connection never runs"
+    );
+    service.terminate().await;
+
+    let data = workspace.config.parent().expect("a folder").join("data");
+    let key_file = data.join(entra_sync::secrets::KEY_FILE);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file)
+            .expect("the key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", key_file.display());
+    }
+    assert!(
+        !database_text(&data).contains(secret),
+        "the database holds the secret in clear"
+    );
+
+    // The command line finds the connection made through the API, and opens its secret.
+    let listed = workspace.run(&["users", "--json", "--connection", "alpha"]).await;
+    let users: Vec<Value> = serde_json::from_slice(&listed.stdout).expect("users --json");
+    assert_eq!(users.len(), 15);
+    let history = workspace
+        .run(&["history", "--json", "--connection", "alpha"])
+        .await;
+    let history: Vec<Value> = serde_json::from_slice(&history.stdout).expect("history --json");
+    assert_eq!(history.len(), stopped);
+    let (summary, code) = workspace.sync(&["--connection", "alpha"]).await;
+    assert_eq!((code, &summary["status"]), (0, &json!("succeeded")), "{summary}");
+    let unknown = workspace.run(&["users", "--connection", "nope"]).await;
+    assert_eq!(unknown.status.code(), Some(2));
+    let stopped = stopped + 1;
+
+    let mut service = Service::start(&workspace, &token, &[]).await;
+    let alpha = service.get("/api/v1/connections/alpha").await;
+    assert_eq!(
+        (&alpha["source"], &alpha["enabled"]),
+        (&json!("api"), &json!(false)),
+        "{alpha}"
+    );
+    service
+        .call(
+            reqwest::Method::PATCH,
+            "/api/v1/connections/alpha",
+            true,
+            Some(json!({ "enabled": true })),
+        )
+        .await;
+    let mut resumed = false;
+    for _ in 0..100 {
+        if service.runs("alpha").await.len() > stopped {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        resumed,
+        "enabled again, it runs again (with the secret opened after the restart)"
+    );
+    let latest = service.runs("alpha").await;
+    let newest = latest.last().expect("a run");
+    assert_ne!(newest["status"], "failed", "{newest}");
+    let (status, _) = service
+        .call(reqwest::Method::DELETE, "/api/v1/connections/alpha", true, None)
+        .await;
+    assert!(
+        status == 204 || status == 409,
+        "deleted, or refused while it syncs: {status}"
+    );
+    let output = service.terminate().await;
+    let answers = service.answers.lock().expect("answers").clone();
+    assert!(!output.contains(secret), "a log line holds the secret: {output}");
+    assert!(!answers.contains(secret), "an API answer holds the secret");
 }
