@@ -1,5 +1,5 @@
-//! `entra-sync serve`: one process with a scheduler task per enabled connection, the JSON API and
-//! the metrics. A connection runs one sync at a time, whoever asks; on SIGTERM or Ctrl-C the
+//! `entra-sync serve`: one process with a scheduler task per enabled connection, the welcome-email
+//! sender, the JSON API and the metrics. A connection runs one sync at a time, whoever asks; on SIGTERM or Ctrl-C the
 //! schedules stop, running syncs finish, and the process exits.
 
 use std::collections::BTreeMap;
@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::api::{self, ApiState};
 use crate::clock;
 use crate::config::{Config, Connection, Schedule};
+use crate::mail;
 use crate::metrics::Metrics;
 use crate::schedule::{jitter, jittered};
 use crate::store::{Store, StoreError, Trigger};
@@ -157,7 +158,8 @@ impl Runner {
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let task = tokio::spawn(async move {
-            let summary = sync::approve(&store, run_id).await?;
+            let summary =
+                sync::approve(&store, run_id, std::slice::from_ref(permit.connection.as_ref())).await?;
             metrics.record_approval(&summary);
             tracing::info!(
                 connection = %permit.connection.name,
@@ -217,6 +219,11 @@ pub async fn run(
         config.history_days,
         stopped.clone(),
     ))];
+    tasks.push(tokio::spawn(send_welcome_emails(
+        store.clone(),
+        config.connections.clone(),
+        stopped.clone(),
+    )));
     for connection in config.connections.iter().filter(|c| c.enabled) {
         let shared = config
             .connections
@@ -306,6 +313,30 @@ async fn keep_history(store: Store, days: u32, mut stopped: watch::Receiver<bool
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,
             () = tokio::time::sleep(Duration::from_secs(24 * 3600)) => {}
+        }
+    }
+}
+
+/// How often `serve` looks for welcome emails that fall due.
+const EMAIL_POLL: Duration = Duration::from_secs(2);
+
+/// Sends welcome emails as they fall due until told to stop, beginning with those an earlier
+/// process left unsent. A pass in progress finishes before the process stops.
+async fn send_welcome_emails(store: Store, connections: Vec<Connection>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        match mail::deliver_due(&store, &connections, clock::now()).await {
+            Ok(delivery) if delivery.is_empty() => {}
+            Ok(delivery) => tracing::info!(
+                sent = delivery.sent,
+                retrying = delivery.retrying,
+                failed = delivery.failed,
+                "welcome emails delivered"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot send welcome emails; trying again shortly"),
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(EMAIL_POLL) => {}
         }
     }
 }
