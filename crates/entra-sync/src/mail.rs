@@ -8,6 +8,7 @@
 //! milliseconds) sends the message again, once the lease runs out; every attempt carries the same
 //! `Message-ID`, so a receiving system that deduplicates shows it once.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,8 +33,6 @@ const LEASE: TimeDelta = TimeDelta::minutes(5);
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
-/// Emails claimed per pass; a pass sends them one after the other.
-const CLAIM: i64 = 50;
 
 /// How the SMTP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -304,78 +303,70 @@ impl Failure {
 }
 
 /// Sends the emails due at `now` and records each outcome; a failed one is due again only after
-/// its backoff, so one pass tries each email at most once. Safe to run in several processes at
-/// once: a claim is one statement, so no email is claimed twice.
+/// its backoff, so one pass tries each email at most once. Emails are claimed one at a time,
+/// right before they are sent, so a crash leaves at most one in doubt; a claim is one
+/// statement, so several processes never claim the same email. One SMTP transport per
+/// connection serves the whole pass (lettre pools its connections).
 pub async fn deliver_due(
     store: &Store,
     connections: &[Connection],
     now: DateTime<Utc>,
 ) -> Result<Delivery, StoreError> {
     let mut delivery = Delivery::default();
-    loop {
-        let claimed = claim(store, now).await?;
-        if claimed.is_empty() {
-            return Ok(delivery);
-        }
-        for email in claimed {
-            let settings = connections
-                .iter()
-                .find(|connection| connection.name == email.connection)
-                .and_then(|connection| connection.email.as_ref());
-            let result = match settings {
-                Some(settings) => send(settings, &email).await,
-                None => Err(Failure::transient(format!(
-                    "connection {:?} has no [connections.email] in the config: add it to send this email",
-                    email.connection
-                ))),
-            };
-            let outcome = record_attempt(store, &email, settings, result).await?;
-            match outcome {
-                "sent" => delivery.sent += 1,
-                "failed" => delivery.failed += 1,
-                _ => delivery.retrying += 1,
+    let mut transports: HashMap<String, Result<AsyncSmtpTransport<Tokio1Executor>, String>> = HashMap::new();
+    while let Some(email) = claim(store, now).await? {
+        let settings = connections
+            .iter()
+            .find(|connection| connection.name == email.connection)
+            .and_then(|connection| connection.email.as_ref());
+        let result = match settings {
+            Some(settings) => {
+                let transport = transports
+                    .entry(email.connection.clone())
+                    .or_insert_with(|| transport(settings));
+                match transport {
+                    Ok(transport) => send(transport, settings, &email).await,
+                    Err(error) => Err(Failure::transient(error.clone())),
+                }
             }
+            None => Err(Failure::transient(format!(
+                "connection {:?} has no [connections.email] in the config: add it to send this email",
+                email.connection
+            ))),
+        };
+        match record_attempt(store, &email, settings, result).await? {
+            "sent" => delivery.sent += 1,
+            "failed" => delivery.failed += 1,
+            _ => delivery.retrying += 1,
         }
     }
+    Ok(delivery)
 }
 
-/// Claims due emails: queued ones whose time has come, and sending ones whose lease ran out
-/// (their sender died mid-attempt, so the server may or may not have the message).
-async fn claim(store: &Store, now: DateTime<Utc>) -> Result<Vec<Claimed>, StoreError> {
-    let now_text = timestamp(now);
-    sqlx::query(
-        "UPDATE email_outbox SET last_error = 'an attempt was interrupted before its outcome was recorded; sending again' \
-         WHERE status = 'sending' AND next_attempt_at <= ?",
-    )
-    .bind(&now_text)
-    .execute(&store.pool)
-    .await
-    .doing("reclaiming interrupted emails")?;
-    let rows = sqlx::query(
-        "UPDATE email_outbox SET status = 'sending', attempts = attempts + 1, next_attempt_at = ? \
-         WHERE id IN (SELECT id FROM email_outbox WHERE status IN ('queued', 'sending') AND next_attempt_at <= ? ORDER BY id LIMIT ?) \
+/// Claims the oldest due email: a queued one whose time has come, or a sending one whose lease
+/// ran out (its sender died mid-attempt, so the server may or may not have the message).
+async fn claim(store: &Store, now: DateTime<Utc>) -> Result<Option<Claimed>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE email_outbox SET status = 'sending', attempts = attempts + 1, next_attempt_at = ?, \
+         last_error = CASE WHEN status = 'sending' \
+           THEN 'an attempt was interrupted before its outcome was recorded; sending again' ELSE last_error END \
+         WHERE id = (SELECT id FROM email_outbox WHERE status IN ('queued', 'sending') AND next_attempt_at <= ? ORDER BY id LIMIT 1) \
          RETURNING id, connection, organization_id, recipient, subject, body, attempts",
     )
     .bind(timestamp(now + LEASE))
-    .bind(&now_text)
-    .bind(CLAIM)
-    .fetch_all(&store.pool)
+    .bind(timestamp(now))
+    .fetch_optional(&store.pool)
     .await
-    .doing("claiming welcome emails")?;
-    let mut claimed: Vec<Claimed> = rows
-        .iter()
-        .map(|row| Claimed {
-            id: row.get(0),
-            connection: row.get(1),
-            organization_id: row.get(2),
-            recipient: row.get(3),
-            subject: row.get(4),
-            body: row.get(5),
-            attempts: row.get::<i64, _>(6).max(0) as u32,
-        })
-        .collect();
-    claimed.sort_by_key(|email| email.id);
-    Ok(claimed)
+    .doing("claiming a welcome email")?;
+    Ok(row.map(|row| Claimed {
+        id: row.get(0),
+        connection: row.get(1),
+        organization_id: row.get(2),
+        recipient: row.get(3),
+        subject: row.get(4),
+        body: row.get(5),
+        attempts: row.get::<i64, _>(6).max(0) as u32,
+    }))
 }
 
 /// Stores the attempt's outcome and says which status it left: `sent`, `queued` or `failed`.
@@ -436,7 +427,11 @@ fn backoff(initial: Duration, attempts: u32) -> Duration {
 }
 
 /// One SMTP attempt.
-async fn send(settings: &EmailSettings, email: &Claimed) -> Result<(), Failure> {
+async fn send(
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    settings: &EmailSettings,
+    email: &Claimed,
+) -> Result<(), Failure> {
     let recipient: Mailbox = email.recipient.parse().map_err(|error| Failure {
         message: format!(
             "the user's email {:?} is not an address: {error}",
@@ -460,7 +455,6 @@ async fn send(settings: &EmailSettings, email: &Claimed) -> Result<(), Failure> 
             message: format!("cannot build the email: {error}"),
             permanent: true,
         })?;
-    let transport = transport(settings).map_err(Failure::transient)?;
     match transport.send(message).await {
         Ok(_) => Ok(()),
         Err(error) => Err(Failure {
@@ -623,6 +617,123 @@ mod tests {
         assert!(unknown.contains("unknown placeholder {name}"), "{unknown}");
         assert!(unknown.contains("{display_name}"), "{unknown}");
         assert!(Template::parse("a } b").unwrap_err().contains("}}"));
+    }
+
+    fn create(entra_id: &str, email: Option<&str>, status: UserStatus) -> Action {
+        let mut attributes = Attributes::from([
+            (Field::GivenName, "Ada".to_owned()),
+            (Field::Surname, "Lovelace".to_owned()),
+        ]);
+        if let Some(email) = email {
+            attributes.insert(Field::Email, email.to_owned());
+        }
+        Action::CreateUser {
+            entra_id: entra_id.into(),
+            attributes,
+            status,
+            status_reason: None,
+        }
+    }
+
+    async fn outbox(store: &Store) -> Vec<(String, String, String, i64)> {
+        sqlx::query_as("SELECT entra_id, subject, status, attempts FROM email_outbox ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    /// A connection whose SMTP server is 127.0.0.1:`port`.
+    fn connection(port: u16) -> Connection {
+        let text = format!(
+            "[[connections]]\nname = \"contoso\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             [connections.options]\nwelcome_email = true\n[connections.email]\nhost = \"127.0.0.1\"\nport = {port}\n\
+             tls = \"none\"\nfrom = \"it@contoso.example\"\nsubject = \"Welcome, {{first_name}}\"\nbody = \"Hi\"\n\
+             retry_initial = \"30s\"\n"
+        );
+        let config = crate::config::Config::parse(std::path::Path::new("/c.toml"), &text).unwrap();
+        config.connections[0].clone()
+    }
+
+    #[tokio::test]
+    async fn only_users_created_active_with_an_email_are_queued_and_only_once() {
+        use crate::targets::Target;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = crate::clock::now();
+        let state = store.connection_state("contoso", "contoso", now).await.unwrap();
+        let welcome = Welcome::for_connection(&connection(25), Some(7));
+        let directory = crate::targets::directory::Directory::new(store.pool(), state.organization_id)
+            .with_welcome(welcome);
+        directory.load().await.unwrap();
+        let actions = [
+            create("e1", Some("ada@contoso.example"), UserStatus::Active),
+            create("e2", Some("off@contoso.example"), UserStatus::Disabled),
+            create("e3", None, UserStatus::Active),
+        ];
+        directory.apply(&actions, now).await.unwrap();
+        // A re-run after a crash that applies the create again converges on the same row.
+        directory.apply(&actions[..1], now).await.unwrap();
+        assert_eq!(
+            outbox(&store).await,
+            [("e1".into(), "Welcome, Ada".into(), "queued".into(), 0)]
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_retried_after_a_backoff_and_bad_addresses_give_up() {
+        use crate::targets::Target;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = crate::clock::now();
+        let state = store.connection_state("contoso", "contoso", now).await.unwrap();
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let connection = connection(port);
+        let directory = crate::targets::directory::Directory::new(store.pool(), state.organization_id)
+            .with_welcome(Welcome::for_connection(&connection, None));
+        directory.load().await.unwrap();
+        let actions = [
+            create("e1", Some("ada@contoso.example"), UserStatus::Active),
+            create("e2", Some("not an address"), UserStatus::Active),
+        ];
+        directory.apply(&actions, now).await.unwrap();
+        let connections = [connection];
+        let delivery = deliver_due(&store, &connections, now).await.unwrap();
+        assert_eq!(
+            delivery,
+            Delivery {
+                sent: 0,
+                retrying: 1,
+                failed: 1
+            }
+        );
+        let listed = emails(&store, None, None, 10).await.unwrap();
+        let (bad, queued) = (&listed[0], &listed[1]);
+        assert_eq!((bad.status.as_str(), bad.attempts), ("failed", 1));
+        assert!(bad.last_error.as_deref().unwrap().contains("is not an address"));
+        assert_eq!((queued.status.as_str(), queued.attempts), ("queued", 1));
+        assert!(
+            queued
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("SMTP server 127.0.0.1")
+        );
+        // Not due again before its backoff; due after it.
+        assert!(deliver_due(&store, &connections, now).await.unwrap().is_empty());
+        let later = now + TimeDelta::seconds(31);
+        assert_eq!(
+            deliver_due(&store, &connections, later).await.unwrap().retrying,
+            1
+        );
+        assert_eq!(
+            emails(&store, None, Some("queued"), 10).await.unwrap()[0].attempts,
+            2
+        );
     }
 
     #[test]
