@@ -299,7 +299,7 @@ async fn wait_for_emails(service: &Service, what: &str, done: impl Fn(&[Value]) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emails_wait_queued_while_the_server_is_down_and_go_once_it_is_up() {
+async fn emails_wait_queued_while_the_server_is_down_and_go_once_after_a_crash_and_restart() {
     let Some(mut sink) = Sink::new() else { return };
     let tenant = Tenant::start(8, 2).await;
     let workspace = Workspace::new(&format!(
@@ -330,8 +330,8 @@ async fn emails_wait_queued_while_the_server_is_down_and_go_once_it_is_up() {
     .await;
     assert!(queued.iter().all(|email| email["run_id"].is_i64()), "{queued:?}");
     let queued = queued.len();
-    // A restart keeps them: the new process sends what the old one could not.
-    service.terminate().await;
+    // A crash keeps them: a new process sends what the killed one could not.
+    service.kill().await;
     sink.start().await;
     let service = Service::start(&workspace, &token, &[]).await;
     let sent = wait_for_emails(&service, "emails sent once the server is up", |emails| {

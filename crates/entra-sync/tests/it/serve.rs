@@ -662,6 +662,11 @@ impl Service {
         self.output.lock().expect("the log").clone()
     }
 
+    /// Kills the service with SIGKILL, as a crash would, and waits until it is gone.
+    pub(crate) async fn kill(&mut self) {
+        self.child.kill().await.expect("serve is killed");
+    }
+
     /// Sends SIGTERM, asserts the service exits 0, and returns everything it printed.
     pub(crate) async fn terminate(&mut self) -> String {
         let pid = self.child.id().expect("serve is running");
