@@ -1,6 +1,6 @@
 //! `entra-sync serve`: one process with a scheduler task per enabled connection, the welcome-email
-//! sender, the JSON API and the metrics. A connection runs one sync at a time, whoever asks; on SIGTERM or Ctrl-C the
-//! schedules stop, running syncs finish, and the process exits.
+//! sender, the JSON API and the metrics. A connection runs one sync at a time, whoever asks; on
+//! SIGTERM or Ctrl-C the schedules stop, running syncs finish, and the process exits.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
