@@ -47,6 +47,15 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
+    /// The mode as the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::None => "none",
+            TlsMode::Starttls => "starttls",
+            TlsMode::Tls => "tls",
+        }
+    }
+
     pub fn default_port(self) -> u16 {
         match self {
             TlsMode::None => 25,
@@ -459,8 +468,10 @@ async fn send(
         Ok(_) => Ok(()),
         Err(error) => Err(Failure {
             message: format!(
-                "SMTP server {}:{} ({:?}): {error}",
-                settings.host, settings.port, settings.tls
+                "SMTP server {}:{} (tls {}): {error}",
+                settings.host,
+                settings.port,
+                settings.tls.as_str()
             ),
             permanent: error.is_permanent(),
         }),

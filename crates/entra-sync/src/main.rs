@@ -720,7 +720,7 @@ fn check_config(args: ConfigArg) -> anyhow::Result<ExitCode> {
         }
         if let Some(email) = &connection.email {
             println!(
-                "    welcome emails {} via {}:{} ({:?}) from {}",
+                "    welcome emails {} via {}:{} (tls {}) from {}",
                 if connection.policy.welcome_email {
                     "on"
                 } else {
@@ -728,7 +728,7 @@ fn check_config(args: ConfigArg) -> anyhow::Result<ExitCode> {
                 },
                 email.host,
                 email.port,
-                email.tls,
+                email.tls.as_str(),
                 email.from
             );
             if let Err(error) = mail::check_password(email) {
