@@ -6,11 +6,12 @@
 //! reuses a value, so a change committed later always has a larger cursor, and a reader that
 //! resumes from the last cursor it saw misses nothing and sees nothing twice.
 
+use chrono::{DateTime, Utc};
 use entra_sync_core::plan::Action;
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
-use crate::store::{Doing, ROWS_PER_INSERT, Store, StoreError, action_key, decode_json};
+use crate::store::{Doing, ROWS_PER_INSERT, Store, StoreError, action_key, decode_json, timestamp};
 use crate::targets::Outcome;
 
 /// What kind of directory object an action changes, and how.
@@ -76,6 +77,30 @@ pub(crate) async fn record(
     Ok(())
 }
 
+/// Deletes the changes recorded before `cutoff`, with the run history's retention; returns how
+/// many went.
+pub async fn delete_before(store: &Store, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    let deleted = sqlx::query("DELETE FROM directory_changes WHERE at < ?")
+        .bind(timestamp(cutoff))
+        .execute(&store.pool)
+        .await
+        .doing("deleting old changes")?;
+    Ok(deleted.rows_affected())
+}
+
+/// The oldest cursor the feed still answers in full: the changes after an older one were
+/// deleted by the retention. Deletes take the oldest changes first and cursors are never
+/// reused, so everything after this cursor is still there.
+pub async fn oldest_cursor(store: &Store) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT min(seq) - 1 FROM directory_changes), \
+         (SELECT seq FROM sqlite_sequence WHERE name = 'directory_changes'), 0)",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .doing("reading the change feed's oldest cursor")
+}
+
 /// One change as the feed shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Change {
@@ -138,4 +163,46 @@ pub async fn since(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn retention_deletes_the_oldest_changes_and_moves_the_oldest_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let at = |month: u32| Utc.with_ymd_and_hms(2026, month, 1, 0, 0, 0).unwrap();
+        let state = store.connection_state("contoso", "contoso", at(1)).await.unwrap();
+        let department = |name: &str| Action::CreateDepartment { name: name.into() };
+        for (month, names) in [(1, ["a", "b", "c"].as_slice()), (6, ["d", "e"].as_slice())] {
+            let actions: Vec<Action> = names.iter().map(|name| department(name)).collect();
+            let mut transaction = store.pool.begin().await.unwrap();
+            let outcomes = vec![None; actions.len()];
+            record(
+                &mut transaction,
+                state.organization_id,
+                &actions,
+                &outcomes,
+                &|_| None,
+                &timestamp(at(month)),
+            )
+            .await
+            .unwrap();
+            transaction.commit().await.unwrap();
+        }
+        let organizations = ["contoso".to_owned()];
+        assert_eq!(oldest_cursor(&store).await.unwrap(), 0);
+        assert_eq!(delete_before(&store, at(3)).await.unwrap(), 3);
+        assert_eq!(oldest_cursor(&store).await.unwrap(), 3);
+        let kept = since(&store, &organizations, 3, 10).await.unwrap();
+        assert_eq!(kept.iter().map(|c| c.cursor).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(delete_before(&store, at(12)).await.unwrap(), 2);
+        assert_eq!(oldest_cursor(&store).await.unwrap(), 5);
+    }
 }

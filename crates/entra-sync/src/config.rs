@@ -47,7 +47,8 @@ pub struct ServerFile {
     /// Address the service listens on. Default `127.0.0.1:8080`.
     pub listen: Option<String>,
     /// Days the run history is kept: `serve` deletes older runs with their actions and
-    /// conflicts once a day. Default 90.
+    /// conflicts, and older changes of the change feed, and clears old sent emails' recipient,
+    /// subject and body, once a day. Default 90.
     pub history_days: Option<u32>,
 }
 

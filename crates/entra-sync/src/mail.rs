@@ -582,6 +582,20 @@ pub async fn emails(
         .collect())
 }
 
+/// Clears the recipient, subject and body of emails sent or given up before `cutoff`, with the
+/// run history's retention; returns how many. The rows stay, so a user is still welcomed once.
+pub async fn forget_before(store: &Store, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    let forgotten = sqlx::query(
+        "UPDATE email_outbox SET recipient = '', subject = '', body = '' \
+         WHERE status IN ('sent', 'failed') AND created_at < ? AND recipient <> ''",
+    )
+    .bind(timestamp(cutoff))
+    .execute(&store.pool)
+    .await
+    .doing("forgetting old welcome emails")?;
+    Ok(forgotten.rows_affected())
+}
+
 /// How many of the welcome emails a run queued are in each status, for the run's history.
 pub async fn run_email_counts(
     store: &Store,
@@ -745,6 +759,17 @@ mod tests {
             emails(&store, None, Some("queued"), 10).await.unwrap()[0].attempts,
             2
         );
+        // The retention clears what a finished email says of its user, not a waiting one.
+        assert_eq!(
+            forget_before(&store, later + TimeDelta::days(1)).await.unwrap(),
+            1
+        );
+        let listed = emails(&store, None, None, 10).await.unwrap();
+        assert_eq!(
+            (listed[0].recipient.as_str(), listed[0].status.as_str()),
+            ("", "failed")
+        );
+        assert_eq!(listed[1].recipient, "ada@contoso.example");
     }
 
     #[test]

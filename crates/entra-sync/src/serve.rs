@@ -13,11 +13,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::api::{self, ApiState};
 use crate::clock;
 use crate::config::{Config, Connection, Schedule};
-use crate::mail;
 use crate::metrics::Metrics;
 use crate::schedule::{jitter, jittered};
 use crate::store::{Store, StoreError, Trigger};
 use crate::sync::{self, ApproveError, RunOptions, RunSummary, SyncError};
+use crate::{changes, mail};
 
 /// Why `serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -301,7 +301,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Deletes runs older than the history's retention, at the start and then once a day.
+/// Deletes runs and changes older than the history's retention, and forgets old emails' personal
+/// data, at the start and then once a day.
 async fn keep_history(store: Store, days: u32, mut stopped: watch::Receiver<bool>) {
     loop {
         let cutoff = clock::now() - TimeDelta::days(i64::from(days));
@@ -309,6 +310,13 @@ async fn keep_history(store: Store, days: u32, mut stopped: watch::Receiver<bool
             Ok(0) => {}
             Ok(runs) => tracing::info!(runs, days, "deleted runs older than the history's retention"),
             Err(error) => tracing::warn!(%error, "cannot delete old runs; the next day tries again"),
+        }
+        // The change feed and sent emails hold the same personal data as the actions: same days.
+        if let Err(error) = changes::delete_before(&store, cutoff).await {
+            tracing::warn!(%error, "cannot delete old changes; the next day tries again");
+        }
+        if let Err(error) = mail::forget_before(&store, cutoff).await {
+            tracing::warn!(%error, "cannot forget old welcome emails; the next day tries again");
         }
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,

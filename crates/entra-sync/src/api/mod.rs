@@ -480,7 +480,7 @@ struct ChangesQuery {
 }
 
 /// The change feed: the directory changes after cursor `since` (0, the default, is the
-/// beginning), oldest first. `next` is the cursor to ask with next time; `more` says whether
+/// beginning), oldest first; 410 `cursor_expired` when the retention deleted some of them. `next` is the cursor to ask with next time; `more` says whether
 /// another page is already waiting.
 async fn list_changes(
     State(state): State<ApiState>,
@@ -492,6 +492,16 @@ async fn list_changes(
         return Err(ApiError::new(
             Code::BadRequest,
             "since must be a cursor from an earlier answer, or 0 for the beginning",
+        ));
+    }
+    let oldest = changes::oldest_cursor(&state.store).await?;
+    if since < oldest {
+        return Err(ApiError::new(
+            Code::CursorExpired,
+            format!(
+                "the changes after cursor {since} were deleted with the history ([server] history_days): \
+                 read the directory again (GET /api/v1/users, /groups, /departments), then follow the feed from cursor {oldest}"
+            ),
         ));
     }
     let limit = query.limit.unwrap_or(DEFAULT_CHANGES).clamp(1, MAX_CHANGES);

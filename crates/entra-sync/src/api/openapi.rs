@@ -139,7 +139,8 @@ const OPERATIONS: &[Operation] = &[
         path: "/api/v1/changes",
         summary: "The change feed: directory changes (users, groups, memberships, departments) after \
                   a cursor, oldest first, each with its cursor, object, change, ids and the applied \
-                  action as detail; ask again with since=next",
+                  action as detail; ask again with since=next. 410 cursor_expired when the history's \
+                  retention deleted changes after the cursor",
         query: &[
             (
                 "since",

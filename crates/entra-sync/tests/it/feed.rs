@@ -172,6 +172,23 @@ async fn the_feed_after_a_cursor_holds_exactly_the_later_changes() {
     }
     let (_, after) = api.get(&format!("/api/v1/changes?since={last}")).await;
     assert_eq!(after, json!({ "changes": [], "next": last, "more": false }));
+    // The history's retention takes the feed along; an older cursor is told where to go on.
+    let tomorrow = entra_sync::clock::now() + chrono::TimeDelta::days(1);
+    entra_sync::changes::delete_before(&api.store, tomorrow)
+        .await
+        .unwrap();
+    let (status, expired) = api.get(&format!("/api/v1/changes?since={cursor}")).await;
+    assert_eq!(status, StatusCode::GONE, "{expired}");
+    assert_eq!(expired["code"], "cursor_expired");
+    assert!(
+        expired["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("from cursor {last}")),
+        "{expired}"
+    );
+    let (status, _) = api.get(&format!("/api/v1/changes?since={last}")).await;
+    assert_eq!(status, StatusCode::OK);
     let (status, bad) = api.get("/api/v1/changes?since=-1").await;
     assert_eq!(
         (status, &bad["code"]),
