@@ -17,6 +17,8 @@ use entra_sync_core::policy::{
 use serde::Deserialize;
 use url::Url;
 
+use crate::mail::{EmailSettings, PasswordSource, Template, TlsMode};
+
 /// The global Entra token authority.
 pub const DEFAULT_AUTHORITY_URL: &str = "https://login.microsoftonline.com";
 /// The global Microsoft Graph root.
@@ -45,7 +47,8 @@ pub struct ServerFile {
     /// Address the service listens on. Default `127.0.0.1:8080`.
     pub listen: Option<String>,
     /// Days the run history is kept: `serve` deletes older runs with their actions and
-    /// conflicts once a day. Default 90.
+    /// conflicts, and older changes of the change feed, and clears old sent emails' recipient,
+    /// subject and body, once a day. Default 90.
     pub history_days: Option<u32>,
 }
 
@@ -103,6 +106,42 @@ pub struct ConnectionFile {
     /// Limits that hold a run for approval; see `GuardsFile`.
     #[serde(default)]
     pub guards: GuardsFile,
+    /// The SMTP server and template of welcome emails; see `EmailFile`. Required when
+    /// `options.welcome_email` is on.
+    pub email: Option<EmailFile>,
+}
+
+/// `[connections.email]`: where and what welcome emails are sent. Subject and body may use
+/// `{display_name}`, `{first_name}`, `{last_name}`, `{email}`, `{user_principal_name}`,
+/// `{job_title}` and `{organization}`; `{{` and `}}` are literal braces.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailFile {
+    /// The SMTP server's host name.
+    pub host: String,
+    /// Default by `tls`: 25 (`none`), 587 (`starttls`), 465 (`tls`).
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls`, or `none` (plain SMTP: only for a loopback host).
+    pub tls: Option<TlsMode>,
+    /// The SMTP login; needs `password_env` or `password_file`.
+    pub username: Option<String>,
+    /// Name of an environment variable holding the SMTP password.
+    pub password_env: Option<String>,
+    /// A file holding the SMTP password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// The sender, as in `"Contoso <welcome@contoso.example>"`.
+    pub from: String,
+    /// The subject template.
+    pub subject: String,
+    /// The body template (plain text); or `body_file`.
+    pub body: Option<String>,
+    /// A file holding the body template, read when the config is loaded.
+    pub body_file: Option<PathBuf>,
+    /// The wait after a failed attempt, doubled after each further one up to an hour, as in
+    /// `30s` or `5m`. Default `1m`.
+    pub retry_initial: Option<String>,
+    /// Attempts before an email is given up as `failed`. Default `10`.
+    pub max_attempts: Option<u32>,
 }
 
 /// `[connections.scope]`: who is synced. An empty or absent list selects everyone for that
@@ -223,6 +262,8 @@ pub struct Connection {
     pub full_sync_every: std::time::Duration,
     pub enabled: bool,
     pub policy: Policy,
+    /// Welcome emails' SMTP server and template.
+    pub email: Option<EmailSettings>,
 }
 
 /// Where a connection's credential comes from; read only when a sync needs it.
@@ -412,6 +453,16 @@ pub fn validate_connection(connection: ConnectionFile, base: &Path) -> Result<Co
     }
     let policy = policy(&connection);
     policy.validate()?;
+    let email = connection
+        .email
+        .as_ref()
+        .map(|email| email_settings(email, base))
+        .transpose()?;
+    if policy.welcome_email && email.is_none() {
+        return Err(
+            "options.welcome_email is on but there is no [connections.email]: add one with host, from, subject and body (README, Welcome emails)".into(),
+        );
+    }
     Ok(Connection {
         organization: connection
             .organization
@@ -427,6 +478,7 @@ pub fn validate_connection(connection: ConnectionFile, base: &Path) -> Result<Co
         full_sync_every,
         enabled: connection.enabled,
         policy,
+        email,
     })
 }
 
@@ -519,6 +571,102 @@ fn secret_source(connection: &ConnectionFile, base: &Path) -> Result<SecretSourc
         Err(sources) if sources.is_empty() => Err("no credential: set client_secret_env, client_secret_file, or certificate_file with private_key_file".into()),
         Err(_) => Err("several credentials: set exactly one of client_secret, client_secret_env, client_secret_file, or certificate_file with private_key_file".into()),
     }
+}
+
+/// Validates `[connections.email]`: the template's placeholders, the sender, the login, and TLS
+/// on anything but a loopback host (Architecture Invariant 6, as for URLs).
+fn email_settings(email: &EmailFile, base: &Path) -> Result<EmailSettings, String> {
+    let key = |name: &str| format!("[connections.email] {name}");
+    let host = email.host.trim();
+    if host.is_empty() {
+        return Err(format!("{} must not be empty", key("host")));
+    }
+    let tls = email.tls.unwrap_or(TlsMode::Starttls);
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if tls == TlsMode::None && !loopback {
+        return Err(format!(
+            "{} = \"none\" sends mail in the clear to {host:?}: use \"starttls\" or \"tls\" (none is only for 127.0.0.1, ::1 and localhost)",
+            key("tls")
+        ));
+    }
+    let password = match (&email.password_env, &email.password_file) {
+        (Some(name), None) => Some(PasswordSource::Env(name.clone())),
+        (None, Some(path)) => Some(PasswordSource::File(base.join(path))),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "{} and password_file are both set: keep one",
+                key("password_env")
+            ));
+        }
+    };
+    let login = match (&email.username, password) {
+        (Some(username), Some(password)) => Some((username.clone(), password)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(format!(
+                "{} is set without a password: add password_env or password_file",
+                key("username")
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "a password is set without {}: add the SMTP login",
+                key("username")
+            ));
+        }
+    };
+    let from = email.from.parse().map_err(|error| {
+        format!(
+            "{} {:?} is not an address ({error}): write it as \"Name <user@example.com>\" or \"user@example.com\"",
+            key("from"),
+            email.from
+        )
+    })?;
+    if email.subject.contains(['\r', '\n']) {
+        return Err(format!("{} must be one line", key("subject")));
+    }
+    let subject = Template::parse(&email.subject).map_err(|error| format!("{}: {error}", key("subject")))?;
+    let body_text = match (&email.body, &email.body_file) {
+        (Some(body), None) => body.clone(),
+        (None, Some(path)) => std::fs::read_to_string(base.join(path)).map_err(|error| {
+            format!(
+                "cannot read {} {}: {error}",
+                key("body_file"),
+                base.join(path).display()
+            )
+        })?,
+        (None, None) => return Err(format!("{} or body_file is required", key("body"))),
+        (Some(_), Some(_)) => {
+            return Err(format!("{} and body_file are both set: keep one", key("body")));
+        }
+    };
+    let body = Template::parse(&body_text).map_err(|error| format!("{}: {error}", key("body")))?;
+    let retry_initial = full_sync_every(email.retry_initial.as_deref().unwrap_or("1m")).map_err(|_| {
+        format!(
+            "{} expects a positive <n><s|m|h|d>, as in \"30s\" or \"5m\"",
+            key("retry_initial")
+        )
+    })?;
+    let max_attempts = email.max_attempts.unwrap_or(10);
+    if max_attempts == 0 {
+        return Err(format!("{} must be at least 1", key("max_attempts")));
+    }
+    Ok(EmailSettings {
+        host: host.to_owned(),
+        port: email.port.unwrap_or(tls.default_port()),
+        tls,
+        login,
+        from,
+        subject,
+        body,
+        retry_initial,
+        max_attempts,
+    })
 }
 
 /// Parses an endpoint URL and enforces https except on loopback (Architecture Invariant 6).
@@ -772,6 +920,12 @@ max_deprovisions = 50
 max_deprovision_percent = 10
 max_membership_removals_percent = 15
 max_source_drop_percent = 25
+
+[connections.email]
+host = "smtp.contoso.example"
+from = "Contoso <welcome@contoso.example>"
+subject = "Welcome to {organization}, {first_name}"
+body = "Hello {display_name}, your account is {email}."
 "#;
 
     #[test]
@@ -818,6 +972,69 @@ max_source_drop_percent = 25
                 max_membership_removals_percent: 15,
                 max_source_drop_percent: 25,
             }
+        );
+    }
+
+    #[test]
+    fn email_settings_are_checked_with_messages_that_say_what_to_write() {
+        let email = |lines: &str| {
+            format!(
+                "{MINIMAL}[connections.options]\nwelcome_email = true\n[connections.email]\n{lines}from = \"it@contoso.example\"\nsubject = \"Hi {{first_name}}\"\n"
+            )
+        };
+        let config = parse(&email("host = \"smtp.contoso.example\"\nbody = \"x\"\n")).expect("valid");
+        let settings = config.connections[0].email.as_ref().expect("email");
+        assert_eq!((settings.port, settings.tls), (587, TlsMode::Starttls));
+        assert_eq!(settings.retry_initial, std::time::Duration::from_secs(60));
+        for (lines, expected) in [
+            (
+                "host = \"smtp.contoso.example\"\n",
+                "body or body_file is required",
+            ),
+            (
+                "host = \"smtp.contoso.example\"\ntls = \"none\"\nbody = \"x\"\n",
+                "tls = \"none\" sends mail in the clear",
+            ),
+            (
+                "host = \"smtp.contoso.example\"\nbody = \"Hi {name}\"\n",
+                "body: unknown placeholder {name}",
+            ),
+            (
+                "host = \"smtp.contoso.example\"\nusername = \"u\"\nbody = \"x\"\n",
+                "without a password",
+            ),
+            (
+                "host = \"smtp.contoso.example\"\nbody = \"x\"\nretry_initial = \"soon\"\n",
+                "retry_initial expects",
+            ),
+            (
+                "host = \"smtp.contoso.example\"\nbody = \"x\"\ntls = \"ssl\"\n",
+                "unknown variant `ssl`",
+            ),
+        ] {
+            let error = parse(&email(lines)).expect_err(lines);
+            assert!(error.contains(expected), "{lines}: {error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+        let plain_loopback = email("host = \"127.0.0.1\"\ntls = \"none\"\nport = 2525\nbody = \"x\"\n");
+        assert_eq!(
+            parse(&plain_loopback).expect("loopback").connections[0]
+                .email
+                .as_ref()
+                .map(|email| email.port),
+            Some(2525)
+        );
+        let bad_from = email("host = \"h\"\nbody = \"x\"\n").replace("it@contoso.example", "not an address");
+        assert!(
+            parse(&bad_from)
+                .expect_err("from")
+                .contains("from \"not an address\" is not an address")
+        );
+        let missing = format!("{MINIMAL}[connections.options]\nwelcome_email = true\n");
+        assert!(
+            parse(&missing)
+                .expect_err("no email")
+                .contains("options.welcome_email is on but there is no [connections.email]")
         );
     }
 

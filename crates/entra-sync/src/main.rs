@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use entra_sync::config::{Config, ConfigError};
 use entra_sync::store::{Store, Trigger, UserRecord};
 use entra_sync::sync::{self, ProgressEvent, RunOptions, SyncError};
-use entra_sync::{api, bench, connections, demo, progress, serve};
+use entra_sync::{api, bench, connections, demo, mail, progress, serve};
 
 #[derive(Parser)]
 #[command(
@@ -378,6 +378,9 @@ async fn sync_command(args: SyncArgs) -> anyhow::Result<ExitCode> {
     if let Some(bar) = &bar {
         bar.finish();
     }
+    if !args.dry_run {
+        deliver_emails(&store, &config).await;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -413,15 +416,42 @@ async fn sync_command(args: SyncArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Sends the welcome emails that are due, after a run applied, and says how it went on stderr.
+async fn deliver_emails(store: &Store, config: &Config) {
+    if config
+        .connections
+        .iter()
+        .all(|connection| connection.email.is_none())
+    {
+        return;
+    }
+    match mail::deliver_due(store, &config.connections, entra_sync::clock::now()).await {
+        Ok(delivery) if delivery.is_empty() => {}
+        Ok(delivery) => {
+            eprintln!(
+                "welcome emails: {} sent, {} to retry, {} failed",
+                delivery.sent, delivery.retrying, delivery.failed
+            );
+            if delivery.retrying + delivery.failed > 0 {
+                eprintln!("  GET /api/v1/emails shows why; `serve` or a later sync retries the queued ones");
+            }
+        }
+        Err(error) => {
+            eprintln!("warning: welcome emails not sent: {error}; `serve` or the next sync sends them")
+        }
+    }
+}
+
 #[allow(clippy::print_stdout)]
 async fn approve(args: ApproveArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let store = Store::open(&config.data_dir).await?;
-    let summary = match sync::approve(&store, args.run).await {
+    let summary = match sync::approve(&store, args.run, &config.connections).await {
         Ok(summary) => summary,
         Err(error) if error.is_usage() => return Err(UsageError(error.to_string()).into()),
         Err(error) => return Err(error.into()),
     };
+    deliver_emails(&store, &config).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -695,6 +725,23 @@ fn check_config(args: ConfigArg) -> anyhow::Result<ExitCode> {
         );
         if let Err(error) = sync::resolve_credential(connection) {
             println!("  warning: {error}");
+        }
+        if let Some(email) = &connection.email {
+            println!(
+                "    welcome emails {} via {}:{} (tls {}) from {}",
+                if connection.policy.welcome_email {
+                    "on"
+                } else {
+                    "off"
+                },
+                email.host,
+                email.port,
+                email.tls.as_str(),
+                email.from
+            );
+            if let Err(error) = mail::check_password(email) {
+                println!("  warning: connection {:?}: {error}", connection.name);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

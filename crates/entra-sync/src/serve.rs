@@ -1,8 +1,8 @@
-//! `entra-sync serve`: one process with a scheduler task per enabled connection, the JSON API and
-//! the metrics. The connections are the config file's and those made through the API, which the
-//! scheduler follows as they are made, edited and deleted. A connection runs one sync at a time,
-//! whoever asks; on SIGTERM or Ctrl-C the schedules stop, running syncs finish, and the process
-//! exits.
+//! `entra-sync serve`: one process with a scheduler task per enabled connection, the welcome-email
+//! sender, the JSON API and the metrics. The connections are the config file's and those made
+//! through the API, which the scheduler follows as they are made, edited and deleted. A
+//! connection runs one sync at a time, whoever asks; on SIGTERM or Ctrl-C the schedules stop,
+//! running syncs finish, and the process exits.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +24,7 @@ use crate::secrets::{SecretKey, SecretKeyError};
 use crate::store::{Store, StoreError, Trigger};
 use crate::sync::{self, ApproveError, RunOptions, RunSummary, SyncError};
 use crate::targeted::{self, OneMode, Subject};
+use crate::{changes, mail};
 
 /// Why `serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -448,7 +449,8 @@ impl Runner {
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let task = tokio::spawn(async move {
-            let summary = sync::approve(&store, run_id).await?;
+            let summary =
+                sync::approve(&store, run_id, std::slice::from_ref(permit.connection.as_ref())).await?;
             metrics.record_approval(&summary);
             tracing::info!(
                 connection = %permit.connection.name,
@@ -569,6 +571,11 @@ pub async fn run(
     let tasks = vec![
         tokio::spawn(keep_history(store.clone(), config.history_days, stopped.clone())),
         tokio::spawn(scheduler(runner.clone(), stopped.clone())),
+        tokio::spawn(send_welcome_emails(
+            store.clone(),
+            runner.clone(),
+            stopped.clone(),
+        )),
     ];
     let state = ApiState {
         store,
@@ -631,7 +638,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Deletes runs older than the history's retention, at the start and then once a day.
+/// Deletes runs and changes older than the history's retention, and forgets old emails' personal
+/// data, at the start and then once a day.
 async fn keep_history(store: Store, days: u32, mut stopped: watch::Receiver<bool>) {
     loop {
         let cutoff = clock::now() - TimeDelta::days(i64::from(days));
@@ -639,6 +647,13 @@ async fn keep_history(store: Store, days: u32, mut stopped: watch::Receiver<bool
             Ok(0) => {}
             Ok(runs) => tracing::info!(runs, days, "deleted runs older than the history's retention"),
             Err(error) => tracing::warn!(%error, "cannot delete old runs; the next day tries again"),
+        }
+        // The change feed and sent emails hold the same personal data as the actions: same days.
+        if let Err(error) = changes::delete_before(&store, cutoff).await {
+            tracing::warn!(%error, "cannot delete old changes; the next day tries again");
+        }
+        if let Err(error) = mail::forget_before(&store, cutoff).await {
+            tracing::warn!(%error, "cannot forget old welcome emails; the next day tries again");
         }
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,
@@ -693,6 +708,36 @@ async fn scheduler(runner: Arc<Runner>, mut stopped: watch::Receiver<bool>) {
 /// the scheduler reads everything instead: a planned full round is a healthy read, whereas an
 /// expired link is a delta reset, after which the guards hold back every removal.
 const DELTA_LINK_REFRESH: TimeDelta = TimeDelta::days(6);
+
+/// How often `serve` looks for welcome emails that fall due.
+const EMAIL_POLL: Duration = Duration::from_secs(2);
+
+/// Sends welcome emails as they fall due until told to stop, beginning with those an earlier
+/// process left unsent. A pass in progress finishes before the process stops. Each pass takes the
+/// runner's connections as they are then, API-made ones included.
+async fn send_welcome_emails(store: Store, runner: Arc<Runner>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let connections: Vec<Connection> = runner
+            .connections()
+            .iter()
+            .map(|connection| Connection::clone(connection))
+            .collect();
+        match mail::deliver_due(&store, &connections, clock::now()).await {
+            Ok(delivery) if delivery.is_empty() => {}
+            Ok(delivery) => tracing::info!(
+                sent = delivery.sent,
+                retrying = delivery.retrying,
+                failed = delivery.failed,
+                "welcome emails delivered"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot send welcome emails; trying again shortly"),
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(EMAIL_POLL) => {}
+        }
+    }
+}
 
 /// One connection's schedule: sleep until the next run is due, run it, repeat until told to stop.
 async fn schedule_loop(

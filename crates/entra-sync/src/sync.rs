@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::clock;
 use crate::config::{Connection, SecretSource};
 use crate::graph::{Credential, DeltaStart, GraphClient, GraphSettings};
+use crate::mail::Welcome;
 use crate::store::{ConnectionState, DeltaLinks, RunMark, SourceWrite, Store, StoreError, Trigger};
 use crate::targets::directory::Directory;
 use crate::targets::{Target, TargetError};
@@ -262,7 +263,8 @@ async fn execute(
         elapsed_ms = phase.elapsed().as_millis() as u64,
         "fetched and folded the users round"
     );
-    let directory = Directory::new(store.pool.clone(), state.organization_id);
+    let directory = Directory::new(store.pool.clone(), state.organization_id)
+        .with_welcome(Welcome::for_connection(connection, Some(summary.run_id)));
     let mut touched = Touched::default();
     let snapshot = match fetched.full_snapshot {
         Some(mut snapshot) => {
@@ -539,8 +541,13 @@ impl ApproveError {
 /// Applies exactly the plan a guard stopped in run `run_id`. It refuses when a later run of the
 /// connection succeeded, because that run read a newer source and the stored plan may undo it.
 /// The delta links are not advanced: the next run reads the same changes again and, the plan
-/// being applied, finds nothing left to do.
-pub async fn approve(store: &Store, run_id: i64) -> Result<RunSummary, ApproveError> {
+/// being applied, finds nothing left to do. `connections` are the config's, for the welcome
+/// emails of the users the plan creates.
+pub async fn approve(
+    store: &Store,
+    run_id: i64,
+    connections: &[Connection],
+) -> Result<RunSummary, ApproveError> {
     let started = Instant::now();
     let stored = store
         .stored_plan(run_id)
@@ -556,7 +563,11 @@ pub async fn approve(store: &Store, run_id: i64) -> Result<RunSummary, ApproveEr
             connection: stored.connection,
         });
     }
-    let directory = Directory::new(store.pool.clone(), stored.organization_id);
+    let welcome = connections
+        .iter()
+        .find(|connection| connection.name == stored.connection)
+        .and_then(|connection| Welcome::for_connection(connection, Some(run_id)));
+    let directory = Directory::new(store.pool.clone(), stored.organization_id).with_welcome(welcome);
     directory.load().await?;
     let mut failed_actions = 0;
     let mut done = 0;

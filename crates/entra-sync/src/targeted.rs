@@ -19,6 +19,7 @@ use sqlx::{QueryBuilder, Sqlite};
 use crate::clock;
 use crate::config::Connection;
 use crate::graph::GraphClient;
+use crate::mail::Welcome;
 use crate::store::{ConnectionState, Doing, Store, StoreError, Trigger};
 use crate::sync::{RunSummary, SyncError, graph_client};
 use crate::targets::directory::Directory;
@@ -218,7 +219,9 @@ async fn pull(
             (users, BTreeSet::from([entra_id]))
         }
     };
-    let directory = Directory::new(store.pool(), state.organization_id);
+    // A user a one-user or one-group sync creates is welcomed like any other the sync creates.
+    let directory = Directory::new(store.pool(), state.organization_id)
+        .with_welcome(Welcome::for_connection(connection, Some(summary.run_id)));
     let target = directory.load().await?;
     let plan = narrow(
         plan(&snapshot, &target, &connection.policy, clock::now()),

@@ -36,6 +36,8 @@ pub enum Code {
     PlanStale,
     /// The run could not start (a credential that cannot be read, an unusable URL).
     RunNotStarted,
+    /// The change feed no longer holds the changes after the cursor asked for (retention).
+    CursorExpired,
     /// The database does not answer.
     NotReady,
     /// Anything else; the details are in the service's log.
@@ -44,7 +46,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for the OpenAPI document.
-    const ALL: [Code; 14] = [
+    const ALL: [Code; 15] = [
         Code::Unauthorized,
         Code::NotFound,
         Code::BadRequest,
@@ -57,6 +59,7 @@ impl Code {
         Code::AlreadyApproved,
         Code::PlanStale,
         Code::RunNotStarted,
+        Code::CursorExpired,
         Code::NotReady,
         Code::Internal,
     ];
@@ -76,6 +79,7 @@ impl Code {
             Code::AlreadyApproved => (StatusCode::CONFLICT, "already_approved"),
             Code::PlanStale => (StatusCode::CONFLICT, "plan_stale"),
             Code::RunNotStarted => (StatusCode::UNPROCESSABLE_ENTITY, "run_not_started"),
+            Code::CursorExpired => (StatusCode::GONE, "cursor_expired"),
             Code::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Code::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

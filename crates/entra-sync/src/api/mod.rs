@@ -3,8 +3,10 @@
 //!
 //! Connections are the config file's, read-only here, and those made through the API, which can
 //! be edited and deleted. A connection's credential is shown only as its kind, never its value;
-//! a client secret given to the API is write-only. Every route under `/api/v1` needs a bearer token (`auth`); the health
-//! checks and the metrics are open, for load balancers and Prometheus.
+//! a client secret given to the API is write-only. Every route under `/api/v1` needs a bearer
+//! token (`auth`); the health checks and the metrics are open, for load balancers and Prometheus.
+//! `/changes` is the change feed for applications that read the directory; `/emails` shows the
+//! welcome-email outbox.
 
 mod auth;
 mod error;
@@ -28,7 +30,6 @@ pub use error::{ApiError, Code};
 
 use entra_sync_core::explain;
 
-use crate::clock;
 use crate::config::{Connection, SecretSource};
 use crate::graph::permissions;
 use crate::serve::{EditRefused, Origin, RunFailed, RunRefused, Runner};
@@ -37,10 +38,14 @@ use crate::sync::{self, ApproveError, RunOptions, SyncError};
 use crate::targeted::{OneMode, Subject};
 use crate::targets::Target;
 use crate::targets::directory::Directory;
+use crate::{changes, clock, mail};
 
 /// Runs a list answers when the query gives no `limit`, and the most it answers.
 const DEFAULT_RUNS: i64 = 100;
 const MAX_RUNS: i64 = 1_000;
+/// Changes a page of the feed holds when the query gives no `limit`, and the most it holds.
+const DEFAULT_CHANGES: i64 = 500;
+const MAX_CHANGES: i64 = 5_000;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -72,6 +77,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/users/{id}/explain", get(explain_user))
         .route("/groups", get(list_groups))
         .route("/departments", get(list_departments))
+        .route("/changes", get(list_changes))
+        .route("/emails", get(list_emails))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         // After the token layer, which covers only the routes above it: the document is open.
         .route("/openapi.json", get(|| async { Json(openapi::document()) }));
@@ -443,6 +450,7 @@ async fn get_run(
     let conflicts = state.store.run_conflicts(id).await?;
     let mut document = json!(run);
     document["conflicts"] = json!(conflicts);
+    document["welcome_emails"] = json!(mail::run_email_counts(&state.store, id).await?);
     Ok(Json(document))
 }
 
@@ -599,6 +607,86 @@ async fn list_departments(
         }
     }
     Ok(Json(departments))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangesQuery {
+    since: Option<i64>,
+    limit: Option<i64>,
+    connection: Option<String>,
+}
+
+/// The change feed: the directory changes after cursor `since` (0, the default, is the
+/// beginning), oldest first; 410 `cursor_expired` when the retention deleted some of them. `next` is the cursor to ask with next time; `more` says whether
+/// another page is already waiting.
+async fn list_changes(
+    State(state): State<ApiState>,
+    query: Result<Query<ChangesQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let since = query.since.unwrap_or(0);
+    if since < 0 {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            "since must be a cursor from an earlier answer, or 0 for the beginning",
+        ));
+    }
+    let oldest = changes::oldest_cursor(&state.store).await?;
+    if since < oldest {
+        return Err(ApiError::new(
+            Code::CursorExpired,
+            format!(
+                "the changes after cursor {since} were deleted with the history ([server] history_days): \
+                 read the directory again (GET /api/v1/users, /groups, /departments), then follow the feed from cursor {oldest}"
+            ),
+        ));
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_CHANGES).clamp(1, MAX_CHANGES);
+    let organizations: Vec<String> = organizations(&state.runner, query.connection.as_deref())?
+        .into_iter()
+        .collect();
+    let mut changes = changes::since(&state.store, &organizations, since, limit + 1).await?;
+    let more = changes.len() as i64 > limit;
+    changes.truncate(limit as usize);
+    let next = changes.last().map_or(since, |change| change.cursor);
+    Ok(Json(json!({ "changes": changes, "next": next, "more": more })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailsQuery {
+    connection: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Welcome emails, newest first, with their status, attempts and last error.
+async fn list_emails(
+    State(state): State<ApiState>,
+    query: Result<Query<EmailsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    if let Some(status) = &query.status
+        && !["queued", "sending", "sent", "failed"].contains(&status.as_str())
+    {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            format!("status {status:?}: use queued, sending, sent or failed"),
+        ));
+    }
+    if let Some(name) = &query.connection {
+        find_connection(&state.runner, name)?;
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_RUNS).clamp(1, MAX_RUNS);
+    let emails = mail::emails(
+        &state.store,
+        query.connection.as_deref(),
+        query.status.as_deref(),
+        limit,
+    )
+    .await?;
+    Ok(Json(json!(emails)))
 }
 
 fn bad_path(rejection: PathRejection) -> ApiError {

@@ -124,7 +124,7 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/v1/runs/{id}",
-        summary: "One run with its conflicts",
+        summary: "One run with its conflicts and its welcome emails by status",
         query: &[],
         success: ("200", "a run"),
         token: true,
@@ -192,6 +192,37 @@ const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/api/v1/changes",
+        summary: "The change feed: directory changes (users, groups, memberships, departments) after \
+                  a cursor, oldest first, each with its cursor, object, change, ids and the applied \
+                  action as detail; ask again with since=next. 410 cursor_expired when the history's \
+                  retention deleted changes after the cursor",
+        query: &[
+            (
+                "since",
+                "the cursor to continue after: `next` of an earlier answer; 0 (default) is the beginning",
+            ),
+            ("limit", "at most this many changes (default 500, at most 5000)"),
+            ("connection", "only the changes of this connection's organization"),
+        ],
+        success: ("200", "{changes: [...], next: cursor, more: bool}"),
+        token: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/emails",
+        summary: "Welcome emails, newest first: recipient, subject, status (queued, sending, sent, \
+                  failed), attempts, next attempt, last error and the run that created the user",
+        query: &[
+            ("connection", "only this connection's emails"),
+            ("status", "only emails in this status"),
+            ("limit", "at most this many (default 100, at most 1000)"),
+        ],
+        success: ("200", "an array of emails"),
+        token: true,
+    },
+    Operation {
+        method: "get",
         path: "/api/v1/openapi.json",
         summary: "This document",
         query: &[],
@@ -244,7 +275,7 @@ pub(super) fn document() -> Value {
             })
             .collect();
         parameters.extend(operation.query.iter().map(|(name, description)| {
-            let kind = if *name == "limit" { "integer" } else { "string" };
+            let kind = if matches!(*name, "limit" | "since") { "integer" } else { "string" };
             json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": kind } })
         }));
         let (status, description) = operation.success;

@@ -18,6 +18,8 @@ use entra_sync_core::target::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{Outcome, Target, TargetError};
+use crate::changes;
+use crate::mail::Welcome;
 use crate::store::{Doing, ROWS_PER_INSERT, StoreError, decode_json, timestamp};
 
 /// The directory of one organization.
@@ -26,6 +28,8 @@ pub struct Directory {
     organization_id: i64,
     /// Entra id to directory id, kept across batches so memberships find users created earlier.
     ids: Mutex<IdMaps>,
+    /// Welcome emails to queue for created users, when the connection sends them.
+    welcome: Option<Welcome>,
 }
 
 #[derive(Default)]
@@ -71,7 +75,14 @@ impl Directory {
             pool,
             organization_id,
             ids: Mutex::new(IdMaps::default()),
+            welcome: None,
         }
+    }
+
+    /// Queues `welcome` emails for the users this directory creates, in the same transactions.
+    pub fn with_welcome(mut self, welcome: Option<Welcome>) -> Directory {
+        self.welcome = welcome;
+        self
     }
 
     fn user_id(&self, entra_id: &str) -> Option<DirectoryId> {
@@ -198,6 +209,27 @@ impl Directory {
                     index += 1;
                 }
             }
+        }
+        // The change feed and the welcome outbox commit with the changes they describe.
+        let directory_id_of = |action: &Action| match action {
+            Action::CreateUser { entra_id, .. } => self.user_id(entra_id),
+            Action::SetDepartment { user, .. } => self.user_id(user),
+            Action::CreateGroup { entra_id, .. } => self.group_id(entra_id),
+            _ => None,
+        };
+        changes::record(
+            &mut transaction,
+            self.organization_id,
+            actions,
+            &outcomes,
+            &directory_id_of,
+            &now,
+        )
+        .await?;
+        if let Some(welcome) = &self.welcome {
+            welcome
+                .enqueue(&mut transaction, self.organization_id, actions, &outcomes, &now)
+                .await?;
         }
         transaction.commit().await.doing("committing a batch")?;
         Ok(outcomes)

@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod feed;
 mod graph;
 mod guards;
+mod mail;
 mod serve;
 mod support;
 mod sync;

@@ -20,17 +20,17 @@ use tower::ServiceExt;
 use crate::support::{Tenant, Workspace};
 
 /// A router on a temp data folder, with a token, for the config text `connections`.
-struct Api {
+pub(crate) struct Api {
     _dir: tempfile::TempDir,
     config: Config,
     router: axum::Router,
     runner: Arc<Runner>,
-    store: Store,
-    token: String,
+    pub(crate) store: Store,
+    pub(crate) token: String,
 }
 
 impl Api {
-    async fn new(connections: &str) -> Api {
+    pub(crate) async fn new(connections: &str) -> Api {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("entra-sync.toml");
         let config = Config::parse(&path, &format!("data_dir = \"data\"\n{connections}")).expect("valid");
@@ -53,7 +53,7 @@ impl Api {
 
     /// Sends a request with the token (or `token`), returns the status and the body as JSON (or
     /// as a string when it is not JSON).
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         uri: &str,
@@ -79,7 +79,7 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
-    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, uri: &str) -> (StatusCode, Value) {
         self.call(Method::GET, uri, Some(&self.token.clone()), None).await
     }
 
@@ -592,7 +592,7 @@ async fn history_older_than_its_retention_is_deleted() {
 }
 
 /// `entra-sync serve` as a child process, with everything it prints kept.
-struct Service {
+pub(crate) struct Service {
     child: tokio::process::Child,
     url: String,
     output: Arc<Mutex<String>>,
@@ -604,7 +604,7 @@ struct Service {
 
 impl Service {
     /// Starts `serve`, with `extra` arguments such as `--log-format json`.
-    async fn start(workspace: &Workspace, token: &str, extra: &[&str]) -> Service {
+    pub(crate) async fn start(workspace: &Workspace, token: &str, extra: &[&str]) -> Service {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_entra-sync"))
             .args(extra)
             .args(["serve", "--config"])
@@ -653,7 +653,7 @@ impl Service {
         }
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -674,7 +674,7 @@ impl Service {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let (status, body) = self.call(reqwest::Method::GET, path, true, None).await;
         assert_eq!(status, 200, "{path}: {body}");
         body
@@ -691,8 +691,13 @@ impl Service {
         self.output.lock().expect("the log").clone()
     }
 
+    /// Kills the service with SIGKILL, as a crash would, and waits until it is gone.
+    pub(crate) async fn kill(&mut self) {
+        self.child.kill().await.expect("serve is killed");
+    }
+
     /// Sends SIGTERM, asserts the service exits 0, and returns everything it printed.
-    async fn terminate(&mut self) -> String {
+    pub(crate) async fn terminate(&mut self) -> String {
         let pid = self.child.id().expect("serve is running");
         let killed = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
