@@ -13,10 +13,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::api::{self, ApiState};
 use crate::clock;
 use crate::config::{Config, Connection, Schedule};
+use crate::live::{LiveProgress, LiveRuns};
 use crate::metrics::Metrics;
 use crate::schedule::{jitter, jittered};
 use crate::store::{Store, StoreError, Trigger};
 use crate::sync::{self, ApproveError, RunOptions, RunSummary, SyncError};
+use crate::ui;
 
 /// Why `serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,8 @@ pub struct Runner {
     store: Store,
     connections: BTreeMap<String, ConnectionSlot>,
     metrics: Arc<Metrics>,
+    /// The progress of the runs going on, for the admin UI.
+    live: LiveRuns,
 }
 
 struct ConnectionSlot {
@@ -92,6 +96,7 @@ impl Runner {
             store,
             connections,
             metrics: Arc::new(Metrics::default()),
+            live: LiveRuns::default(),
         }
     }
 
@@ -127,9 +132,16 @@ impl Runner {
     pub async fn run(&self, permit: RunPermit, options: RunOptions) -> Result<RunSummary, RunFailed> {
         let store = self.store.clone();
         let metrics = self.metrics.clone();
+        let live = self.live.clone();
         let task = tokio::spawn(async move {
             let connection = &permit.connection;
-            let summary = sync::run(&store, connection, options, &|_| {}).await?;
+            live.begin(&connection.name, clock::now());
+            let result = sync::run(&store, connection, options, &|event| {
+                live.report(&connection.name, event)
+            })
+            .await;
+            live.end(&connection.name);
+            let summary = result?;
             metrics.record_run(&summary, clock::now());
             tracing::info!(
                 connection = %connection.name,
@@ -172,6 +184,12 @@ impl Runner {
             Ok(result) => Ok(result?),
             Err(error) => Err(RunFailed::Aborted(error.to_string())),
         }
+    }
+
+    /// The progress of the connection's run, if one is going; `expected_users` is what the last
+    /// good read found, for an estimate while reading.
+    pub fn progress(&self, name: &str, expected_users: Option<u64>) -> Option<LiveProgress> {
+        self.live.progress(name, expected_users)
     }
 
     /// The connections as the config has them.
@@ -233,13 +251,15 @@ pub async fn run(
             stopped.clone(),
         )));
     }
-    let state = ApiState {
-        store,
+    let app = api::router(ApiState {
+        store: store.clone(),
         runner: runner.clone(),
-    };
+    })
+    .merge(ui::router(store, runner.clone()));
     let mut server_stopped = stopped.clone();
     let mut server = tokio::spawn(
-        axum::serve(listener, api::router(state))
+        // With the peer's address: the sign-in page limits failed attempts per address.
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 // An error means the sender is gone, which also means stop.
                 let _ = server_stopped.wait_for(|stop| *stop).await;

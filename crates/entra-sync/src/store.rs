@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_departments.sql"),
     include_str!("../migrations/sqlite/0003_api_tokens.sql"),
     include_str!("../migrations/sqlite/0004_guards.sql"),
+    include_str!("../migrations/sqlite/0007_admin_ui.sql"),
 ];
 
 /// Rows per multi-row INSERT; SQLite allows 32,766 bound values per statement.
