@@ -8,3 +8,4 @@ mod guards;
 mod serve;
 mod support;
 mod sync;
+mod ui;
