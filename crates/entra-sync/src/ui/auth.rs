@@ -154,6 +154,11 @@ pub(super) async fn require_session(
         .get(SESSION_COOKIE)
         .and_then(|cookie| ui.sessions.get(cookie.value()))
     else {
+        if request.headers().contains_key("hx-request") {
+            // htmx would swap a followed redirect's sign-in page into the polled block; this
+            // header makes it load the sign-in page as a whole instead.
+            return (StatusCode::UNAUTHORIZED, [("hx-redirect", "/ui/sign-in")]).into_response();
+        }
         return Redirect::to("/ui/sign-in").into_response();
     };
     let request = if matches!(*request.method(), Method::GET | Method::HEAD) {

@@ -60,6 +60,7 @@ fn user_json(ui: &Ui, user: &UserRow) -> Value {
         "department": text("department"),
         "unit": text("unit"),
         "roles": text("roles"),
+        "groups": user.groups,
         "status": user.status,
         "badge": badge(ui, user),
     })
@@ -142,12 +143,6 @@ pub(super) async fn user(
     let not_found = || UiError::NotFound(format!("There is no user {id}."));
     let user = ui.store.user_row(id).await?.ok_or_else(not_found)?;
     let connection = ui.connection_of(&user.organization).ok_or_else(not_found)?;
-    let groups = ui
-        .store
-        .user(id)
-        .await?
-        .map(|(_, record)| record.groups)
-        .unwrap_or_default();
     let attributes: Vec<Value> = user
         .attributes
         .iter()
@@ -159,7 +154,7 @@ pub(super) async fn user(
         "user": user_json(&ui, &user),
         "connection": connection.name,
         "attributes": attributes,
-        "groups": groups,
+        "groups": user.groups,
     });
     if let Some(entra_id) = &user.entra_id {
         let state = ui

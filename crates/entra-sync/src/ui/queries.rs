@@ -17,13 +17,15 @@ pub(crate) struct UserRow {
     pub(crate) status: String,
     pub(crate) status_reason: Option<String>,
     pub(crate) soft_deleted_at: Option<DateTime<Utc>>,
+    /// The names of the user's groups, sorted.
+    pub(crate) groups: Vec<String>,
 }
 
 /// The users the UI shows at most on one list page.
 pub(crate) const MAX_LISTED_USERS: i64 = 500;
 
-const USER_COLUMNS: &str =
-    "u.id, o.name, u.entra_id, u.attributes, u.status, u.status_reason, u.soft_deleted_at";
+const USER_COLUMNS: &str = "u.id, o.name, u.entra_id, u.attributes, u.status, u.status_reason, u.soft_deleted_at, \
+     (SELECT group_concat(ug.name, char(31)) FROM memberships um JOIN groups ug ON ug.id = um.group_id WHERE um.user_id = u.id)";
 
 fn user_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRow, StoreError> {
     Ok(UserRow {
@@ -37,6 +39,14 @@ fn user_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRow, StoreError> {
             .get::<Option<&str>, _>(6)
             .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
             .map(|time| time.with_timezone(&Utc)),
+        groups: {
+            let mut groups: Vec<String> = row
+                .get::<Option<String>, _>(7)
+                .map(|names| names.split('\u{1f}').map(str::to_owned).collect())
+                .unwrap_or_default();
+            groups.sort();
+            groups
+        },
     })
 }
 

@@ -108,6 +108,34 @@ impl Ui {
         self.send(Method::POST, uri, Some(form)).await
     }
 
+    /// Sync Now through its confirmation page; waits for the run to end and returns the progress
+    /// block with its result.
+    async fn sync_now(&mut self) -> String {
+        let page = self.get("/ui/connections/contoso/sync").await;
+        let answer = self
+            .post(
+                "/ui/connections/contoso/sync",
+                &[("csrf", &csrf(&page.body)), ("mode", "delta")],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        assert_eq!(answer.location.as_deref(), Some("/ui/connections/contoso"));
+        for _ in 0..400 {
+            let progress = self.get("/ui/connections/contoso/progress").await;
+            if progress.body.contains("data-state=\"idle\"") {
+                assert!(!progress.body.contains("hx-trigger"), "{}", progress.body);
+                return progress.body;
+            }
+            assert!(
+                progress.body.contains("hx-trigger=\"every 1s\""),
+                "{}",
+                progress.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the run did not finish");
+    }
+
     /// Signs in with `secret` through the sign-in form; returns the answer to the form.
     async fn sign_in(&mut self, secret: &str) -> Answer {
         let page = self.get("/ui/sign-in").await;
@@ -173,6 +201,14 @@ async fn pages_and_forms_refuse_a_request_without_a_session() {
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{form}");
         assert_eq!(answer.location.as_deref(), Some("/ui/sign-in"), "{form}");
     }
+    // htmx polling without a session is sent to the sign-in page as a whole page.
+    let request = Request::get("/ui/connections/contoso/progress")
+        .header("hx-request", "true")
+        .body(Body::empty())
+        .expect("a request");
+    let answer = ui.router.clone().oneshot(request).await.expect("an answer");
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.headers()["hx-redirect"], "/ui/sign-in");
     // A made-up session is no session.
     ui.cookies.push(("entra_sync_session".into(), "made-up".into()));
     let answer = ui.get("/ui/connections").await;
@@ -275,37 +311,9 @@ async fn every_page_renders_against_a_synced_tenant() {
     let mut ui = Ui::new(&tenant.connection("contoso")).await;
     let token = api::create_token(&ui.store, "ui").await.expect("a token");
     ui.sign_in(&token).await;
-    let page = ui.get("/ui/connections/contoso/sync").await;
-    let answer = ui
-        .post(
-            "/ui/connections/contoso/sync",
-            &[("csrf", &csrf(&page.body)), ("mode", "full")],
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    assert_eq!(answer.location.as_deref(), Some("/ui/connections/contoso"));
-    let mut done = false;
-    for _ in 0..200 {
-        let progress = ui.get("/ui/connections/contoso/progress").await;
-        if progress.body.contains("data-state=\"idle\"") {
-            assert!(
-                progress.body.contains("data-test=\"run-counts\""),
-                "{}",
-                progress.body
-            );
-            assert!(progress.body.contains("40</dd>"), "{}", progress.body);
-            assert!(!progress.body.contains("hx-trigger"), "{}", progress.body);
-            done = true;
-            break;
-        }
-        assert!(
-            progress.body.contains("hx-trigger=\"every 1s\""),
-            "{}",
-            progress.body
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(done, "the run did not finish");
+    let progress = ui.sync_now().await;
+    assert!(progress.contains("data-test=\"run-counts\""), "{progress}");
+    assert!(progress.contains("<dt>created</dt> <dd>40</dd>"), "{progress}");
     for page in PAGES {
         let answer = ui.get(page).await;
         assert_eq!(answer.status, StatusCode::OK, "{page}: {}", answer.body);
@@ -364,4 +372,68 @@ async fn admin_set_password_reads_stdin_and_refuses_a_short_one() {
         "{}",
         answer.body
     );
+}
+
+#[tokio::test]
+async fn a_blocked_run_shows_its_plan_and_discard_drops_it() {
+    let tenant = Tenant::start(20, 3).await;
+    let mut ui = Ui::new(&tenant.connection("contoso")).await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    ui.sign_in(&token).await;
+    ui.sync_now().await;
+    for user in tenant.users().await.iter().take(5) {
+        let id = user["id"].as_str().expect("an id");
+        tenant
+            .post(&format!("users/{id}/soft-delete"), serde_json::json!({}))
+            .await;
+    }
+    let progress = ui.sync_now().await;
+    assert!(
+        progress.contains("data-test=\"last-status\">blocked"),
+        "{progress}"
+    );
+    let run = ui.store.runs(Some("contoso"), 1).await.expect("runs")[0].run_id;
+    let page = ui.get(&format!("/ui/runs/{run}")).await;
+    for text in [
+        "Plan awaiting approval",
+        "max_deprovision_percent",
+        "Approve and apply",
+        "Discard",
+        "disable user",
+    ] {
+        assert!(page.body.contains(text), "{text} missing: {}", page.body);
+    }
+    let answer = ui
+        .post(&format!("/ui/runs/{run}/discard"), &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(
+        answer.location,
+        Some(format!("/ui/runs/{run}")),
+        "{}",
+        answer.body
+    );
+    let page = ui.get(&format!("/ui/runs/{run}")).await;
+    assert!(
+        page.body.contains("data-test=\"run-status\">discarded"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("Approve and apply"), "{}", page.body);
+    let answer = ui
+        .post(&format!("/ui/runs/{run}/approve"), &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    let answer = ui
+        .post(&format!("/ui/runs/{run}/discard"), &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    let active = ui
+        .store
+        .users("contoso")
+        .await
+        .expect("users")
+        .iter()
+        .filter(|user| user.status == "active")
+        .count();
+    assert_eq!(active, 20, "a discarded plan changed the directory");
 }
