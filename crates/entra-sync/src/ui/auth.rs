@@ -112,10 +112,16 @@ impl Sessions {
     }
 
     fn record_failure(&self, address: &str) {
-        lock(&self.failures)
-            .entry(address.to_owned())
-            .or_default()
-            .push_back(Instant::now());
+        let mut failures = lock(&self.failures);
+        let now = Instant::now();
+        // Addresses whose failures are all old are forgotten, so that many addresses trying
+        // once each do not grow the map for ever.
+        failures.retain(|_, recent| {
+            recent
+                .back()
+                .is_some_and(|last| now.duration_since(*last) < FAILURE_WINDOW)
+        });
+        failures.entry(address.to_owned()).or_default().push_back(now);
     }
 }
 

@@ -16,8 +16,9 @@ use crate::serve::RunFailed;
 use crate::store::ActionRecord;
 use crate::sync::ApproveError;
 
-/// Runs the history page lists at most.
-const LISTED_RUNS: i64 = 200;
+/// Runs the history page lists at most, and how far back it looks for runs of one status.
+const LISTED_RUNS: usize = 200;
+const SEARCHED_RUNS: i64 = 5_000;
 /// Actions a run's page shows at most; the CLI and the API have them all.
 const SHOWN_ACTIONS: usize = 1_000;
 
@@ -87,10 +88,18 @@ pub(super) async fn list(
     if let Some(name) = connection {
         ui.connection(name)?;
     }
-    let runs = ui.store.runs(connection, LISTED_RUNS).await?;
-    let runs: Vec<_> = runs
+    let searched = if filter.status.is_empty() {
+        LISTED_RUNS as i64
+    } else {
+        SEARCHED_RUNS
+    };
+    let runs: Vec<_> = ui
+        .store
+        .runs(connection, searched)
+        .await?
         .into_iter()
         .filter(|run| filter.status.is_empty() || run.status == filter.status)
+        .take(LISTED_RUNS)
         .collect();
     let connections: Vec<&str> = ui.runner.connections().map(|c| c.name.as_str()).collect();
     ui.page(

@@ -89,6 +89,11 @@ pub fn router(store: Store, runner: Arc<Runner>) -> Router {
         .route("/ui/groups/{id}", get(directory::group))
         .route("/ui/departments", get(directory::departments))
         .route("/ui/departments/{id}", get(directory::department))
+        // Without it an unknown page would get the JSON API's 404.
+        .route(
+            "/ui/{*rest}",
+            get(|| async { UiError::NotFound("There is no such page.".into()) }),
+        )
         .route_layer(middleware::from_fn_with_state(ui.clone(), auth::require_session));
     Router::new()
         .merge(pages)

@@ -327,8 +327,16 @@ async fn every_page_renders_against_a_synced_tenant() {
     assert!(history.body.contains("<svg class=\"chart\""), "{}", history.body);
     let answer = ui.get("/ui/runs?connection=nope").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
-    let answer = ui.get("/ui/users/9999").await;
-    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    for missing in [
+        "/ui/users/9999",
+        "/ui/runs/9999",
+        "/ui/connections/nope",
+        "/ui/no-such-page",
+    ] {
+        let answer = ui.get(missing).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{missing}");
+        assert!(answer.body.contains("<main>"), "{missing}: {}", answer.body);
+    }
 }
 
 #[tokio::test]
