@@ -191,7 +191,14 @@ pub(super) async fn sync_now(
     Path(name): Path<String>,
     Form(form): Form<SyncForm>,
 ) -> Result<Response, UiError> {
-    ui.connection(&name)?;
+    let connection = ui.connection(&name)?;
+    // What keeps a run from starting (a secret that cannot be read, an insecure URL) is said
+    // here: the run below goes on in the background, where its error would reach only the log.
+    if let Err(error) = sync::graph_client(connection) {
+        let notice = json!({ "kind": "error", "text": format!("The sync cannot start: {error}") });
+        let page = connection_page(&ui, &session, &name, notice).await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
     let permit = match ui.runner.try_begin(&name) {
         Ok(permit) => permit,
         Err(refused @ (RunRefused::InProgress(_) | RunRefused::Disabled(_))) => {

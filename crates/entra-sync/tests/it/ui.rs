@@ -445,3 +445,24 @@ async fn a_blocked_run_shows_its_plan_and_discard_drops_it() {
         .count();
     assert_eq!(active, 20, "a discarded plan changed the directory");
 }
+
+#[tokio::test]
+async fn sync_now_says_why_a_run_cannot_start() {
+    let mut ui = Ui::new(
+        "[[connections]]\nname = \"contoso\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret_env = \"ENTRA_SYNC_UI_TEST_UNSET\"\n",
+    )
+    .await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    ui.sign_in(&token).await;
+    let page = ui.get("/ui/connections/contoso/sync").await;
+    let answer = ui
+        .post("/ui/connections/contoso/sync", &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer.body);
+    assert!(
+        answer.body.contains("ENTRA_SYNC_UI_TEST_UNSET"),
+        "{}",
+        answer.body
+    );
+    assert!(!ui.runner.is_running("contoso"));
+}
