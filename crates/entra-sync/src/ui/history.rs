@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::auth::Session;
 use super::connections::run_json;
+use super::queries::EntraNames;
 use super::{Ui, UiError, chart};
 use crate::clock;
 use crate::serve::RunFailed;
@@ -117,8 +118,41 @@ pub(super) async fn list(
     )
 }
 
+/// Whether an action's `entra_id` names a user (the others name a group or nothing).
+fn on_user(kind: &str) -> bool {
+    kind.ends_with("_user") || matches!(kind, "add_membership" | "remove_membership" | "set_department")
+}
+
+/// Whom an action touches, by name, with a link to its page when it is in the directory.
+fn subject(action: &ActionRecord, names: &EntraNames) -> Value {
+    let Some(entra_id) = action.entra_id.as_deref() else {
+        return Value::Null;
+    };
+    if on_user(&action.kind) {
+        let (id, name) = match names.users.get(entra_id) {
+            Some((id, name)) => (Some(*id), name.clone()),
+            // Not in the directory (yet): a created user's name is in its attributes.
+            None => (
+                action.directory_id,
+                action.detail["attributes"]["display_name"]
+                    .as_str()
+                    .unwrap_or(entra_id)
+                    .to_owned(),
+            ),
+        };
+        json!({ "name": name, "href": id.map(|id| format!("/ui/users/{id}")) })
+    } else {
+        match names.groups.get(entra_id) {
+            Some((id, name)) => json!({ "name": name, "href": format!("/ui/groups/{id}") }),
+            None => {
+                json!({ "name": action.detail["name"].as_str().unwrap_or(entra_id), "href": Value::Null })
+            }
+        }
+    }
+}
+
 /// An action as the run page shows it: what, on whom, and the fields before and after.
-fn action_json(action: &ActionRecord) -> Value {
+fn action_json(action: &ActionRecord, names: &EntraNames) -> Value {
     let detail = &action.detail;
     let text = |key: &str| detail.get(key).and_then(Value::as_str).map(str::to_owned);
     let mut changes: Vec<Value> = detail
@@ -143,16 +177,20 @@ fn action_json(action: &ActionRecord) -> Value {
             text("reason").map(|reason| reason.replace('_', " "))
         }
         "create_group" | "update_group" | "create_department" | "delete_department" => text("name"),
-        "add_membership" | "remove_membership" => text("group").map(|group| format!("group {group}")),
+        "add_membership" | "remove_membership" => text("group").map(|group| {
+            let name = names
+                .groups
+                .get(&group)
+                .map_or(group.as_str(), |(_, name)| name.as_str());
+            format!("group {name}")
+        }),
         "set_department" => Some(text("department").unwrap_or_else(|| "no department".into())),
         _ => None,
     };
     json!({
         "seq": action.seq,
         "kind": action.kind.replace('_', " "),
-        "entra_id": action.entra_id,
-        "directory_id": action.directory_id,
-        "user_action": action.kind.ends_with("_user"),
+        "subject": subject(action, names),
         "changes": changes,
         "note": note,
         "outcome": action.outcome,
@@ -172,7 +210,18 @@ pub(super) async fn show(
     let actions = ui.store.run_actions(id).await?;
     let conflicts = ui.store.run_conflicts(id).await?;
     let plan = ui.store.plan_guards(id).await?;
-    let shown: Vec<Value> = actions.iter().take(SHOWN_ACTIONS).map(action_json).collect();
+    let shown = &actions[..actions.len().min(SHOWN_ACTIONS)];
+    let mentioned: Vec<&str> = shown
+        .iter()
+        .flat_map(|action| [action.entra_id.as_deref(), action.detail["group"].as_str()])
+        .flatten()
+        .collect();
+    // A run of a connection no longer in the config shows ids instead of names.
+    let names = match ui.connection(&run.connection) {
+        Ok(connection) => ui.store.entra_names(&connection.organization, &mentioned).await?,
+        Err(_) => EntraNames::default(),
+    };
+    let shown: Vec<Value> = shown.iter().map(|action| action_json(action, &names)).collect();
     ui.page(
         "run.html",
         &session,

@@ -2,6 +2,8 @@
 //! plan, and directory listings with what a page shows (soft-delete dates, members). Kept beside
 //! the pages rather than in `store.rs`, whose queries the sync depends on.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -19,6 +21,13 @@ pub(crate) struct UserRow {
     pub(crate) soft_deleted_at: Option<DateTime<Utc>>,
     /// The names of the user's groups, sorted.
     pub(crate) groups: Vec<String>,
+}
+
+/// Directory users and groups by the Entra id they are linked to: their directory id and name.
+#[derive(Debug, Default)]
+pub(crate) struct EntraNames {
+    pub(crate) users: HashMap<String, (i64, String)>,
+    pub(crate) groups: HashMap<String, (i64, String)>,
 }
 
 /// The users the UI shows at most on one list page.
@@ -162,6 +171,46 @@ impl Store {
         .await
         .doing("searching users")?;
         Ok((rows.iter().map(user_row).collect::<Result<_, _>>()?, total))
+    }
+
+    /// The directory users and groups of the organization linked to these Entra ids, so that a
+    /// run's actions can name whom they touch.
+    pub(crate) async fn entra_names(
+        &self,
+        organization: &str,
+        entra_ids: &[&str],
+    ) -> Result<EntraNames, StoreError> {
+        let ids = serde_json::to_string(entra_ids).unwrap_or_default();
+        let rows = |table: &str, name: &str| {
+            format!(
+                "SELECT t.entra_id, t.id, {name} FROM {table} t JOIN organizations o ON o.id = t.organization_id \
+                 WHERE o.name = ? AND t.entra_id IN (SELECT value FROM json_each(?))"
+            )
+        };
+        let mut names = EntraNames::default();
+        for (query, map) in [
+            (
+                rows(
+                    "users",
+                    "coalesce(json_extract(t.attributes, '$.display_name'), json_extract(t.attributes, '$.email'), t.entra_id)",
+                ),
+                &mut names.users,
+            ),
+            (rows("groups", "t.name"), &mut names.groups),
+        ] {
+            let found: Vec<(String, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(query))
+                .bind(organization)
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await
+                .doing("naming a run's actions")?;
+            map.extend(
+                found
+                    .into_iter()
+                    .map(|(entra_id, id, name)| (entra_id, (id, name))),
+            );
+        }
+        Ok(names)
     }
 
     /// One directory user as the UI shows it.

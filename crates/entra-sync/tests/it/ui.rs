@@ -389,11 +389,13 @@ async fn a_blocked_run_shows_its_plan_and_discard_drops_it() {
     let token = api::create_token(&ui.store, "ui").await.expect("a token");
     ui.sign_in(&token).await;
     ui.sync_now().await;
+    let mut names = Vec::new();
     for user in tenant.users().await.iter().take(5) {
         let id = user["id"].as_str().expect("an id");
         tenant
             .post(&format!("users/{id}/soft-delete"), serde_json::json!({}))
             .await;
+        names.push(user["displayName"].as_str().expect("a name").to_owned());
     }
     let progress = ui.sync_now().await;
     assert!(
@@ -411,6 +413,16 @@ async fn a_blocked_run_shows_its_plan_and_discard_drops_it() {
     ] {
         assert!(page.body.contains(text), "{text} missing: {}", page.body);
     }
+    // The plan names whom it would disable, with a link to each.
+    let plain = names
+        .iter()
+        .find(|name| name.chars().all(|c| c.is_alphanumeric() || c == ' '))
+        .expect("a name without characters HTML escapes");
+    assert!(
+        page.body.contains(&format!("\">{plain}</a>")),
+        "{plain}: {}",
+        page.body
+    );
     let answer = ui
         .post(&format!("/ui/runs/{run}/discard"), &[("csrf", &csrf(&page.body))])
         .await;
