@@ -74,6 +74,12 @@ async fn connection_json(ui: &Ui, connection: &Connection) -> Result<Value, UiEr
         "schedule": connection.schedule.to_string(),
         "next_runs": next_runs(connection, 3),
         "last_run": last.first().map(run_json),
+        "health": ui
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&connection.name)
+            .cloned(),
     }))
 }
 
@@ -252,6 +258,12 @@ pub(super) async fn test(
             json!({ "kind": "ok", "text": "Token received; the token does not list its permissions, so a sync will tell." })
         }
     };
+    let mut health = notice.clone();
+    health["tested_at"] = json!(crate::store::timestamp(clock::now()));
+    ui.health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(name.clone(), health);
     connection_page(&ui, &session, &name, notice).await
 }
 

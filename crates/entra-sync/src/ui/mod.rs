@@ -56,6 +56,9 @@ pub(crate) struct Ui {
     store: Store,
     runner: Arc<Runner>,
     sessions: Arc<auth::Sessions>,
+    /// Each connection's last Test connection result, shown as its health until the next test
+    /// (in memory: a restart forgets it).
+    health: Arc<std::sync::Mutex<std::collections::HashMap<String, Value>>>,
     templates: Arc<Environment<'static>>,
 }
 
@@ -65,6 +68,7 @@ pub fn router(store: Store, runner: Arc<Runner>) -> Router {
         store,
         runner,
         sessions: Arc::new(auth::Sessions::default()),
+        health: Arc::default(),
         templates: Arc::new(templates()),
     };
     let pages = Router::new()

@@ -163,6 +163,10 @@ try {
   await page.getByRole('button', { name: 'Test connection' }).click();
   await page.waitForSelector('.notice.ok');
   await check(page, '18-connection-tested');
+  await page.goto(`${base}/ui/connections`);
+  const health = await text(page, '[data-test="health"]');
+  if (!health.startsWith('Token and permissions OK')) fail(`the connection's health: ${health}`);
+  await check(page, '18-connections-health');
 
   // Without JavaScript every page but the live progress works the same.
   const plain = await browser.newContext({ javaScriptEnabled: false, viewport: { width: 1280, height: 900 } });

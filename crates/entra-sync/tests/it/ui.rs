@@ -477,4 +477,12 @@ async fn sync_now_says_why_a_run_cannot_start() {
         answer.body
     );
     assert!(!ui.runner.is_running("contoso"));
+    // Test connection says the same, and the list shows it as the connection's health.
+    let answer = ui
+        .post("/ui/connections/contoso/test", &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.body.contains("No token"), "{}", answer.body);
+    let list = ui.get("/ui/connections").await;
+    assert!(list.body.contains("Test failed"), "{}", list.body);
 }
