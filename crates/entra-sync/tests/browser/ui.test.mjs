@@ -176,6 +176,11 @@ try {
   await noScript.getByLabel('API token or admin password').fill(token);
   await noScript.getByRole('button', { name: 'Sign in' }).click();
   await noScript.waitForURL('**/ui/connections');
+  for (const path of ['/ui/connections', '/ui/connections/contoso', '/ui/connections/contoso/sync', '/ui/runs',
+    '/ui/runs/1', '/ui/users', '/ui/groups', '/ui/departments']) {
+    const response = await noScript.goto(`${base}${path}`);
+    if (response.status() !== 200 || !(await text(noScript, 'main h1')).length) fail(`${path} without JavaScript`);
+  }
   await noScript.goto(adaPage);
   if (!(await text(noScript, '[data-test="scope"]')).length) fail('the user page without JavaScript');
   await check(noScript, '19-user-without-javascript');
