@@ -18,6 +18,9 @@ use crate::serve::RunRefused;
 use crate::store::{RunRecord, Trigger};
 use crate::sync::{self, RunOptions};
 
+/// Values of each scope section the connection page lists at most.
+const TENANT_VALUES: i64 = 200;
+
 /// A run as the connection pages summarise it.
 pub(super) fn run_json(run: &RunRecord) -> Value {
     json!({
@@ -120,6 +123,7 @@ async fn connection_page(
     context["policy"] = policy;
     context["runs"] = runs.iter().map(run_json).collect();
     context["progress"] = progress_json(ui, connection).await?;
+    context["tenant"] = ui.store.tenant_values(name, TENANT_VALUES).await?;
     context["notice"] = notice;
     ui.page("connection.html", session, context)
 }

@@ -213,6 +213,58 @@ impl Store {
         Ok(names)
     }
 
+    /// What the connection's snapshot (which only applied runs advance) holds for each scope
+    /// section: groups with their member users, and the departments, office locations, user
+    /// types and domains of present users, each with how many users have it, most common first
+    /// (at most `limit` of each).
+    pub(crate) async fn tenant_values(
+        &self,
+        connection: &str,
+        limit: i64,
+    ) -> Result<serde_json::Value, StoreError> {
+        let connection_id: Option<i64> = sqlx::query_scalar("SELECT id FROM connections WHERE name = ?")
+            .bind(connection)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("reading the tenant's values")?;
+        let Some(connection_id) = connection_id else {
+            return Ok(serde_json::Value::Null);
+        };
+        let groups: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT json_extract(data, '$.display_name'), coalesce(json_array_length(data, '$.member_users'), 0) \
+             FROM source_groups WHERE connection_id = ? AND json_extract(data, '$.presence') = 'present' \
+             AND json_extract(data, '$.display_name') IS NOT NULL ORDER BY 1 LIMIT ?",
+        )
+        .bind(connection_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading the tenant's groups")?;
+        let mut values = serde_json::json!({ "groups": groups });
+        for (section, expression) in [
+            ("departments", "json_extract(data, '$.department')"),
+            ("office_locations", "json_extract(data, '$.office_location')"),
+            ("user_types", "json_extract(data, '$.user_type')"),
+            (
+                "domains",
+                "lower(substr(json_extract(data, '$.user_principal_name'), instr(json_extract(data, '$.user_principal_name'), '@') + 1))",
+            ),
+        ] {
+            let found: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT value, count(*) FROM (SELECT {expression} AS value FROM source_users \
+                 WHERE connection_id = ? AND json_extract(data, '$.presence') = 'present') \
+                 WHERE value IS NOT NULL AND value != '' GROUP BY value ORDER BY count(*) DESC, value LIMIT ?"
+            )))
+            .bind(connection_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .doing("reading the tenant's values")?;
+            values[section] = serde_json::json!(found);
+        }
+        Ok(values)
+    }
+
     /// One directory user as the UI shows it.
     pub(crate) async fn user_row(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(

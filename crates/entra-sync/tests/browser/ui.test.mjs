@@ -159,6 +159,8 @@ try {
   await page.waitForURL('**/ui/departments/*');
   await check(page, '16-department');
   await page.goto(`${base}/ui/connections/contoso`);
+  await page.getByText('Values in Microsoft Entra, as the last applied sync read them').click();
+  if (!(await text(page, '[data-test="tenant-values"]')).includes('Browser Testing')) fail('the tenant values lack a department');
   await check(page, '17-connection');
   await page.getByRole('button', { name: 'Test connection' }).click();
   await page.waitForSelector('.notice.ok');

@@ -321,6 +321,17 @@ async fn every_page_renders_against_a_synced_tenant() {
         let whole = !page.ends_with("/progress");
         assert_eq!(answer.body.contains("<main>"), whole, "{page}: {}", answer.body);
     }
+    let connection = ui.get("/ui/connections/contoso").await;
+    assert!(
+        connection.body.contains("data-test=\"tenant-values\""),
+        "{}",
+        connection.body
+    );
+    assert!(
+        connection.body.contains("<span class=\"value\">Member "),
+        "{}",
+        connection.body
+    );
     let user = ui.get("/ui/users/1").await;
     assert!(user.body.contains("In scope"), "{}", user.body);
     let history = ui.get("/ui/runs?connection=contoso&status=succeeded").await;
