@@ -1,17 +1,21 @@
 //! `entra-sync demo`: an emulated tenant syncing into the embedded directory. It starts the
 //! Graph emulator in-process, writes a config file next to the database (so the other commands
-//! can look at the result), runs a first full sync with a progress bar, then every interval
-//! applies a little churn to the tenant (hires, leavers, moves) and syncs it, one line per run,
-//! until Ctrl-C.
+//! can look at the result), serves the admin UI and the JSON API with a fresh API token to sign
+//! in with, runs a first full sync with a progress bar, then every interval applies a little
+//! churn to the tenant (hires, leavers, moves) and syncs it, one line per run, until Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::progress::{RunProgress, summary_line};
+use crate::serve::{RunFailed, Runner};
 use crate::store::{Store, Trigger};
 use crate::sync::{self, RunOptions, SyncError};
+use crate::ui;
 
 /// Marks a data folder as the demo's, so the demo may clear it on the next start.
 const MARKER: &str = ".entra-sync-demo";
@@ -26,6 +30,8 @@ pub struct DemoOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub interval: Duration,
+    /// Where the admin UI listens; a free port instead when this one is taken.
+    pub ui_listen: SocketAddr,
 }
 
 /// Why the demo stopped early.
@@ -45,6 +51,12 @@ pub enum DemoError {
     Sync(#[from] SyncError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Run(#[from] RunFailed),
+    #[error("cannot serve the admin UI: {0}")]
+    Ui(std::io::Error),
+    #[error("cannot make the demo's API token: {0}")]
+    Token(#[from] api::TokenError),
 }
 
 /// Runs the demo until Ctrl-C.
@@ -75,6 +87,9 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let config = Config::load(&config_path)?;
     let connection = config.connection(Some("demo"))?.clone();
     let store = Store::open(&config.data_dir).await?;
+    let runner = Arc::new(Runner::new(store.clone(), &config));
+    let (ui_address, stop_ui) = serve_ui(&store, &runner, options.ui_listen).await?;
+    let token = api::create_token(&store, "demo").await?;
     println!(
         "entra-sync demo: an emulated tenant of {} users at {}; data in {}",
         options.users,
@@ -86,11 +101,17 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         config_path.display()
     );
 
+    println!("  admin UI: http://{ui_address}/ui/ (sign in with this API token, shown once: {token})");
+
     // Listen for Ctrl-C from the start, so that one arriving during a run lets that run finish
     // and then stops the demo, instead of killing the process mid-write.
     let mut stop = tokio::spawn(tokio::signal::ctrl_c());
     let bar = RunProgress::new();
+    // Holding the connection's run slot, so that a Sync Now from the UI waits its turn; run
+    // here rather than through the runner to show the progress bar.
+    let first_permit = runner.try_begin(&connection.name);
     let first = sync::run(&store, &connection, manual(), &|event| bar.report(event)).await?;
+    drop(first_permit);
     bar.finish();
     println!("{}", summary_line(&first));
 
@@ -106,15 +127,59 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         for event in emulator.churn(CHURN_PER_RUN) {
             println!("  entra: {event}");
         }
-        let summary = sync::run(&store, &connection, scheduled(), &|_| {}).await?;
-        println!("{}", summary_line(&summary));
+        match runner.try_begin(&connection.name) {
+            Ok(permit) => {
+                let summary = runner.run(permit, scheduled()).await?;
+                println!("{}", summary_line(&summary));
+            }
+            Err(refused) => println!("  skipped: {refused}"),
+        }
     }
     println!(
         "stopping: the directory and its history stay in {}",
         options.data_dir.display()
     );
+    // The receiver only goes when the server has stopped on its own.
+    let _ = stop_ui.send(());
     emulator.shutdown().await;
     Ok(())
+}
+
+/// Serves the admin UI and the JSON API at `listen`, or at a free port when it is taken (the
+/// demo is for trying things out, and another program may hold the default port).
+async fn serve_ui(
+    store: &Store,
+    runner: &Arc<Runner>,
+    listen: SocketAddr,
+) -> Result<(SocketAddr, tokio::sync::oneshot::Sender<()>), DemoError> {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(%listen, "the admin UI's address is taken; using a free port");
+            tokio::net::TcpListener::bind(SocketAddr::new(listen.ip(), 0))
+                .await
+                .map_err(DemoError::Ui)?
+        }
+        Err(error) => return Err(DemoError::Ui(error)),
+    };
+    let address = listener.local_addr().map_err(DemoError::Ui)?;
+    let app = api::router(ApiState {
+        store: store.clone(),
+        runner: runner.clone(),
+    })
+    .merge(ui::router(store.clone(), runner.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the demo's admin UI stopped");
+        }
+    });
+    Ok((address, stop))
 }
 
 fn manual() -> RunOptions {

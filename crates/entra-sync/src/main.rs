@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use entra_sync::config::{Config, ConfigError};
 use entra_sync::store::{Store, Trigger, UserRecord};
 use entra_sync::sync::{self, ProgressEvent, RunOptions, SyncError};
-use entra_sync::{api, bench, connections, demo, mail, progress, serve};
+use entra_sync::{api, bench, connections, demo, mail, progress, serve, ui};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +61,16 @@ enum Command {
     /// Manage the JSON API's bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the admin UI's sign-in.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set the admin UI's password, read from standard input (one line); only its argon2 hash
+    /// is stored. API tokens sign in too.
+    SetPassword(ConfigArg),
 }
 
 #[derive(Args)]
@@ -140,6 +150,9 @@ struct DemoArgs {
     /// Seconds between syncs.
     #[arg(long, default_value_t = 30)]
     interval: u64,
+    /// Address of the admin UI; when it is taken, the demo picks a free port and prints it.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    ui_listen: SocketAddr,
 }
 
 #[derive(Args)]
@@ -287,6 +300,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 listen: args.listen,
                 data_dir: args.data,
                 interval: std::time::Duration::from_secs(args.interval),
+                ui_listen: args.ui_listen,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -300,6 +314,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench(args).await,
         Command::Serve(args) => serve_command(args).await,
         Command::Token(TokenCommand::Create(args)) => token_create(args).await,
+        Command::Admin(AdminCommand::SetPassword(args)) => set_password(args).await,
         Command::Approve(args) => approve(args).await,
         Command::Explain(args) => explain(args).await,
     }
@@ -325,6 +340,30 @@ async fn token_create(args: TokenCreateArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(error @ api::TokenError::NameTaken(_)) => Err(UsageError(error.to_string()).into()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+async fn set_password(args: ConfigArg) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let config = Config::load(&args.config)?;
+    let store = Store::open(&config.data_dir).await?;
+    if std::io::stdin().is_terminal() {
+        // No echo control without another dependency: say so rather than pretend.
+        eprint!("New admin UI password (shown as typed; pipe it in to hide it): ");
+    }
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    match ui::set_admin_password(&store, password).await {
+        Ok(()) => {
+            println!("admin UI password set; sign in at /ui/sign-in on the `serve` address");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error @ ui::PasswordError::TooShort) => Err(UsageError(error.to_string()).into()),
         Err(error) => Err(error.into()),
     }
 }

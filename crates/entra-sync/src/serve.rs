@@ -18,12 +18,14 @@ use crate::api::{self, ApiState};
 use crate::clock;
 use crate::config::{Config, Connection, Schedule, SecretSource};
 use crate::connections::{self, StoredConnection};
+use crate::live::{LiveProgress, LiveRuns};
 use crate::metrics::Metrics;
 use crate::schedule::{jitter, jittered};
 use crate::secrets::{SecretKey, SecretKeyError};
 use crate::store::{Store, StoreError, Trigger};
 use crate::sync::{self, ApproveError, RunOptions, RunSummary, SyncError};
 use crate::targeted::{self, OneMode, Subject};
+use crate::ui;
 use crate::{changes, mail};
 
 /// Why `serve` could not start or stopped with an error.
@@ -129,6 +131,8 @@ pub struct Runner {
     /// Loaded on first need: at the start of `serve`, or when the API stores a secret.
     secret_key: tokio::sync::OnceCell<SecretKey>,
     metrics: Arc<Metrics>,
+    /// The progress of the runs going on, for the admin UI.
+    live: LiveRuns,
 }
 
 #[derive(Clone)]
@@ -178,6 +182,7 @@ impl Runner {
             editing: tokio::sync::Mutex::new(()),
             secret_key: tokio::sync::OnceCell::new(),
             metrics: Arc::new(Metrics::default()),
+            live: LiveRuns::default(),
         }
     }
 
@@ -405,9 +410,16 @@ impl Runner {
     pub async fn run(&self, permit: RunPermit, options: RunOptions) -> Result<RunSummary, RunFailed> {
         let store = self.store.clone();
         let metrics = self.metrics.clone();
+        let live = self.live.clone();
         let task = tokio::spawn(async move {
             let connection = &permit.connection;
-            let summary = sync::run(&store, connection, options, &|_| {}).await?;
+            live.begin(&connection.name, clock::now());
+            let result = sync::run(&store, connection, options, &|event| {
+                live.report(&connection.name, event)
+            })
+            .await;
+            live.end(&connection.name);
+            let summary = result?;
             metrics.record_run(&summary, clock::now());
             log_run(connection, options.trigger, &summary);
             drop(permit);
@@ -465,6 +477,12 @@ impl Runner {
             Ok(result) => Ok(result?),
             Err(error) => Err(RunFailed::Aborted(error.to_string())),
         }
+    }
+
+    /// The progress of the connection's run, if one is going; `expected_users` is what the last
+    /// good read found, for an estimate while reading.
+    pub fn progress(&self, name: &str, expected_users: Option<u64>) -> Option<LiveProgress> {
+        self.live.progress(name, expected_users)
     }
 
     /// The connections, by name: the config file's and those made through the API.
@@ -577,13 +595,15 @@ pub async fn run(
             stopped.clone(),
         )),
     ];
-    let state = ApiState {
-        store,
+    let app = api::router(ApiState {
+        store: store.clone(),
         runner: runner.clone(),
-    };
+    })
+    .merge(ui::router(store, runner.clone()));
     let mut server_stopped = stopped.clone();
     let mut server = tokio::spawn(
-        axum::serve(listener, api::router(state))
+        // With the peer's address: the sign-in page limits failed attempts per address.
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 // An error means the sender is gone, which also means stop.
                 let _ = server_stopped.wait_for(|stop| *stop).await;

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_guards.sql"),
     include_str!("../migrations/sqlite/0005_api_connections.sql"),
     include_str!("../migrations/sqlite/0006_outbox_and_changes.sql"),
+    include_str!("../migrations/sqlite/0007_admin_ui.sql"),
 ];
 
 /// Rows per multi-row INSERT; SQLite allows 32,766 bound values per statement.

@@ -43,6 +43,11 @@ pub async fn create_token(store: &Store, name: &str) -> Result<String, TokenErro
     Ok(token)
 }
 
+/// Whether `token` is one `create_token` made; the admin UI's sign-in accepts it too.
+pub async fn token_known(store: &Store, token: &str) -> Result<bool, StoreError> {
+    store.api_token_exists(&token_hash(token.trim())).await
+}
+
 fn token_hash(token: &str) -> String {
     format!("{:x}", Sha256::digest(token.as_bytes()))
 }

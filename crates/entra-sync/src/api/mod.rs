@@ -25,7 +25,7 @@ use axum::{Json, Router, middleware};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub use auth::{TokenError, create_token};
+pub use auth::{TokenError, create_token, token_known};
 pub use error::{ApiError, Code};
 
 use entra_sync_core::explain;

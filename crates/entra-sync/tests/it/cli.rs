@@ -129,7 +129,16 @@ async fn h_demo_syncs_then_shows_churn_and_stops_on_ctrl_c() {
     let data = tempfile::tempdir().expect("temp dir");
     let folder = data.path().join("demo");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_entra-sync"))
-        .args(["demo", "--users", "300", "--interval", "2", "--data"])
+        .args([
+            "demo",
+            "--users",
+            "300",
+            "--interval",
+            "2",
+            "--ui-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(&folder)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -155,6 +164,13 @@ async fn h_demo_syncs_then_shows_churn_and_stops_on_ctrl_c() {
     let runs: Vec<&str> = stdout.lines().filter(|line| line.starts_with("run ")).collect();
     assert!(runs.len() >= 2, "{stdout}");
     assert!(runs[0].contains("full succeeded, 300 created"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.contains("admin UI: http://127.0.0.1:")
+                && line.contains("token, shown once: est_")),
+        "no admin UI address: {stdout}"
+    );
     assert!(
         stdout.lines().any(|line| line.starts_with("  entra: ")),
         "no churn shown: {stdout}"

@@ -2,6 +2,7 @@
 //! Every test is hermetic: an emulated tenant on 127.0.0.1, a temp data folder, the real binary.
 #![allow(clippy::unwrap_used)]
 
+mod browser;
 mod cli;
 mod feed;
 mod graph;
@@ -10,3 +11,4 @@ mod mail;
 mod serve;
 mod support;
 mod sync;
+mod ui;

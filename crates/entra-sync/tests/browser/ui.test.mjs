@@ -1,0 +1,198 @@
+// The admin UI end to end in Debian's headless Chromium, driven by playwright-core. Started by
+// the Rust test `browser` (tests/it/browser.rs), which runs `entra-sync serve` against an
+// emulated tenant and passes BASE_URL, TOKEN, EMULATOR_URL, SCREENSHOTS and CHROMIUM.
+// Every page is checked at 1280 and 390 px (no sideways scrolling, a label on every input) and
+// screenshotted; any browser console error fails the run.
+
+import { mkdirSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const base = process.env.BASE_URL;
+const token = process.env.TOKEN;
+const emulator = process.env.EMULATOR_URL;
+const screenshots = process.env.SCREENSHOTS;
+mkdirSync(screenshots, { recursive: true });
+
+const problems = [];
+function fail(message) {
+  throw new Error(message);
+}
+
+/** A call to the emulator's control API, which plays the tenant's admin. */
+async function control(method, path, body) {
+  const response = await fetch(`${emulator}/_emulator/${path}`, {
+    method,
+    headers: body ? { 'content-type': 'application/json' } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  if (!response.ok) fail(`${method} ${path}: ${response.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+function watch(page) {
+  page.on('console', (message) => {
+    if (message.type() === 'error') problems.push(`console error on ${page.url()}: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => problems.push(`page error on ${page.url()}: ${error.message}`));
+}
+
+/** Screenshots the page at both widths and checks its layout and labels at each. */
+async function check(page, name) {
+  for (const width of [1280, 390]) {
+    await page.setViewportSize({ width, height: 900 });
+    await page.screenshot({ path: `${screenshots}/${name}-${width}.png`, fullPage: true });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 1) fail(`${name} at ${width} px scrolls sideways by ${overflow} px`);
+    const unlabelled = await page.evaluate(() =>
+      [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+        .filter((input) => !(input.id && document.querySelector(`label[for="${input.id}"]`))
+          && !input.getAttribute('aria-label') && !input.closest('label'))
+        .map((input) => input.outerHTML));
+    if (unlabelled.length) fail(`${name}: inputs without a label: ${unlabelled.join(', ')}`);
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).first().textContent()).replace(/\s+/g, ' ').trim();
+}
+
+/** Sync Now through its confirmation; waits for the live progress, then for the run's result. */
+async function syncNow(page, name) {
+  await page.goto(`${base}/ui/connections`);
+  await page.getByRole('link', { name: 'Sync now' }).first().click();
+  await page.waitForURL('**/ui/connections/contoso/sync');
+  await check(page, `${name}-confirm`);
+  await page.getByRole('button', { name: 'Start the sync' }).click();
+  await page.waitForURL('**/ui/connections/contoso');
+  await page.waitForSelector('#progress[data-state="running"] [data-test="pages-read"]', { timeout: 15_000 });
+  await page.screenshot({ path: `${screenshots}/${name}-progress-1280.png`, fullPage: true });
+  // Only htmx's polling can bring the result: the page is not reloaded.
+  await page.waitForSelector('#progress[data-state="idle"] [data-test="last-status"]', { timeout: 60_000 });
+  await check(page, `${name}-done`);
+  return text(page, '#progress');
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-quic', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  watch(page);
+
+  // Sign in with the API token.
+  await page.goto(`${base}/ui/connections`);
+  await page.waitForURL('**/ui/sign-in');
+  await check(page, '01-sign-in');
+  await page.getByLabel('API token or admin password').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL('**/ui/connections');
+  await check(page, '02-connections');
+
+  // A hire in Entra; Sync Now shows its progress, then the run's counts.
+  const ada = await control('POST', 'users', {
+    displayName: 'Ada Browser', givenName: 'Ada', surname: 'Browser', jobTitle: 'Tester',
+    department: 'Browser Testing', userPrincipalName: 'ada.browser@contoso.example', mail: 'ada.browser@contoso.example',
+  });
+  const first = await syncNow(page, '03-sync');
+  if (!first.includes('succeeded') || !first.includes('created 1')) fail(`first Sync Now: ${first}`);
+
+  // Her page says why she is in scope.
+  await page.goto(`${base}/ui/users`);
+  await page.getByLabel('Search by name, email or UPN').fill('Ada Browser');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForURL('**/ui/users?**');
+  await check(page, '04-users');
+  await page.getByRole('link', { name: 'Ada Browser' }).click();
+  await page.waitForURL('**/ui/users/*');
+  const adaPage = page.url();
+  await check(page, '05-user');
+  const scope = await text(page, '[data-test="scope"]');
+  if (!scope.startsWith('In scope')) fail(`Ada's scope: ${scope}`);
+
+  // Disabled in Entra: after a sync her badge says so.
+  await control('POST', `users/${ada.id}/disable`);
+  const second = await syncNow(page, '06-sync-disable');
+  if (!second.includes('disabled 1')) fail(`Sync Now after the disable: ${second}`);
+  await page.goto(adaPage);
+  const badge = await text(page, '[data-test="user-status"]');
+  if (badge !== 'Disabled in Microsoft') fail(`Ada's badge: ${badge}`);
+  await check(page, '07-user-disabled');
+
+  // A quarter of the tenant soft-deleted in Entra trips the deprovision guard; approve its plan.
+  const active = (await control('GET', 'users')).filter((user) => user.state === 'active' && user.id !== ada.id);
+  for (const user of active.slice(0, Math.ceil(active.length / 4))) {
+    await control('POST', `users/${user.id}/soft-delete`);
+  }
+  const third = await syncNow(page, '08-sync-guard');
+  if (!third.includes('blocked')) fail(`Sync Now after the soft-deletes: ${third}`);
+  await page.locator('#progress a[href^="/ui/runs/"]').first().click();
+  await page.waitForURL('**/ui/runs/*');
+  const plan = await text(page, '[data-test="plan"]');
+  if (!plan.includes('awaiting approval')) fail(`the blocked run's plan: ${plan}`);
+  await check(page, '09-run-blocked');
+  await page.getByRole('button', { name: 'Approve and apply' }).click();
+  await page.waitForSelector('[data-test="run-status"]:text-is("approved")');
+  await check(page, '10-run-approved');
+
+  // The rest of the pages.
+  await page.goto(`${base}/ui/runs`);
+  if (await page.locator('svg.chart rect').count() === 0) fail('the history chart has no bars');
+  await check(page, '11-history');
+  await page.getByLabel('Status').selectOption('approved');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.waitForURL('**/ui/runs?**');
+  if (await page.locator('tbody tr').count() !== 1) fail('the approved filter does not show one run');
+  await check(page, '12-history-approved');
+  await page.goto(`${base}/ui/groups`);
+  await check(page, '13-groups');
+  await page.locator('tbody a').first().click();
+  await page.waitForURL('**/ui/groups/*');
+  await check(page, '14-group');
+  await page.goto(`${base}/ui/departments`);
+  await check(page, '15-departments');
+  await page.getByRole('link', { name: 'Browser Testing' }).click();
+  await page.waitForURL('**/ui/departments/*');
+  await check(page, '16-department');
+  await page.goto(`${base}/ui/connections/contoso`);
+  await page.getByText('Values in Microsoft Entra, as the last applied sync read them').click();
+  if (!(await text(page, '[data-test="tenant-values"]')).includes('Browser Testing')) fail('the tenant values lack a department');
+  await check(page, '17-connection');
+  await page.getByRole('button', { name: 'Test connection' }).click();
+  await page.waitForSelector('.notice.ok');
+  await check(page, '18-connection-tested');
+  await page.goto(`${base}/ui/connections`);
+  const health = await text(page, '[data-test="health"]');
+  if (!health.startsWith('Token and permissions OK')) fail(`the connection's health: ${health}`);
+  await check(page, '18-connections-health');
+
+  // Without JavaScript every page but the live progress works the same.
+  const plain = await browser.newContext({ javaScriptEnabled: false, viewport: { width: 1280, height: 900 } });
+  const noScript = await plain.newPage();
+  watch(noScript);
+  await noScript.goto(`${base}/ui/sign-in`);
+  await noScript.getByLabel('API token or admin password').fill(token);
+  await noScript.getByRole('button', { name: 'Sign in' }).click();
+  await noScript.waitForURL('**/ui/connections');
+  for (const path of ['/ui/connections', '/ui/connections/contoso', '/ui/connections/contoso/sync', '/ui/runs',
+    '/ui/runs/1', '/ui/users', '/ui/groups', '/ui/departments']) {
+    const response = await noScript.goto(`${base}${path}`);
+    if (response.status() !== 200 || !(await text(noScript, 'main h1')).length) fail(`${path} without JavaScript`);
+  }
+  await noScript.goto(adaPage);
+  if (!(await text(noScript, '[data-test="scope"]')).length) fail('the user page without JavaScript');
+  await check(noScript, '19-user-without-javascript');
+  await noScript.getByRole('button', { name: 'Sign out' }).click();
+  await noScript.waitForURL('**/ui/sign-in');
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL('**/ui/sign-in');
+} finally {
+  await browser.close();
+}
+if (problems.length) fail(problems.join('\n'));
+console.log(`admin UI checked in Chromium; screenshots in ${screenshots}`);

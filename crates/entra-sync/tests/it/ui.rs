@@ -1,0 +1,499 @@
+//! The admin UI's router driven without a socket: pages refuse a request without a session,
+//! forms refuse one without the CSRF token, sign-in takes a token or the admin password and
+//! limits failures, and the pages render against a synced emulated tenant. The browser test is
+//! in `browser`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use entra_sync::config::Config;
+use entra_sync::serve::Runner;
+use entra_sync::store::Store;
+use entra_sync::{api, ui};
+use tower::ServiceExt;
+
+use crate::support::{Tenant, Workspace};
+
+/// The UI router on a temp data folder, and a browser's cookies.
+struct Ui {
+    _dir: tempfile::TempDir,
+    router: axum::Router,
+    store: Store,
+    runner: Arc<Runner>,
+    cookies: Vec<(String, String)>,
+}
+
+/// An answer: status, `Location`, body.
+struct Answer {
+    status: StatusCode,
+    location: Option<String>,
+    body: String,
+}
+
+impl Ui {
+    async fn new(connections: &str) -> Ui {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("entra-sync.toml");
+        let config = Config::parse(&path, &format!("data_dir = \"data\"\n{connections}")).expect("valid");
+        let store = Store::open(&config.data_dir).await.expect("the store opens");
+        let runner = Arc::new(Runner::new(store.clone(), &config));
+        let router = ui::router(store.clone(), runner.clone());
+        Ui {
+            _dir: dir,
+            router,
+            store,
+            runner,
+            cookies: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, method: Method, uri: &str, form: Option<&[(&str, &str)]>) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        if !self.cookies.is_empty() {
+            let cookies: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            request = request.header(header::COOKIE, cookies.join("; "));
+        }
+        let body = match form {
+            Some(fields) => {
+                request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Body::from(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(fields)
+                        .finish(),
+                )
+            }
+            None => Body::empty(),
+        };
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body).expect("a request"))
+            .await
+            .expect("an answer");
+        for set in response.headers().get_all(header::SET_COOKIE) {
+            let set = set.to_str().expect("ASCII");
+            let pair = set.split(';').next().expect("a pair");
+            let (name, value) = pair.split_once('=').expect("name=value");
+            self.cookies.retain(|(known, _)| known != name);
+            // A removal sets an empty value with a past expiry.
+            if !value.is_empty() {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .map(|value| value.to_str().expect("ASCII").to_owned());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        Answer {
+            status,
+            location,
+            body: String::from_utf8(bytes.to_vec()).expect("UTF-8"),
+        }
+    }
+
+    async fn get(&mut self, uri: &str) -> Answer {
+        self.send(Method::GET, uri, None).await
+    }
+
+    async fn post(&mut self, uri: &str, form: &[(&str, &str)]) -> Answer {
+        self.send(Method::POST, uri, Some(form)).await
+    }
+
+    /// Sync Now through its confirmation page; waits for the run to end and returns the progress
+    /// block with its result.
+    async fn sync_now(&mut self) -> String {
+        let page = self.get("/ui/connections/contoso/sync").await;
+        let answer = self
+            .post(
+                "/ui/connections/contoso/sync",
+                &[("csrf", &csrf(&page.body)), ("mode", "delta")],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        assert_eq!(answer.location.as_deref(), Some("/ui/connections/contoso"));
+        for _ in 0..400 {
+            let progress = self.get("/ui/connections/contoso/progress").await;
+            if progress.body.contains("data-state=\"idle\"") {
+                assert!(!progress.body.contains("hx-trigger"), "{}", progress.body);
+                return progress.body;
+            }
+            assert!(
+                progress.body.contains("hx-trigger=\"every 1s\""),
+                "{}",
+                progress.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the run did not finish");
+    }
+
+    /// Signs in with `secret` through the sign-in form; returns the answer to the form.
+    async fn sign_in(&mut self, secret: &str) -> Answer {
+        let page = self.get("/ui/sign-in").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let csrf = csrf(&page.body);
+        self.post("/ui/sign-in", &[("csrf", &csrf), ("secret", secret)])
+            .await
+    }
+}
+
+/// The CSRF token of the first form on a page.
+fn csrf(page: &str) -> String {
+    let start = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    page[start..][..page[start..].find('"').expect("the value ends")].to_owned()
+}
+
+const CONTOSO: &str = r#"
+[[connections]]
+name = "contoso"
+tenant_id = "t"
+client_id = "c"
+client_secret = "ui-test-secret"
+authority_url = "http://127.0.0.1:9"
+graph_url = "http://127.0.0.1:9"
+"#;
+
+const PAGES: &[&str] = &[
+    "/ui/connections",
+    "/ui/connections/contoso",
+    "/ui/connections/contoso/sync",
+    "/ui/connections/contoso/progress",
+    "/ui/runs",
+    "/ui/runs/1",
+    "/ui/users",
+    "/ui/users/1",
+    "/ui/groups",
+    "/ui/groups/1",
+    "/ui/departments",
+    "/ui/departments/1",
+];
+
+const FORMS: &[&str] = &[
+    "/ui/connections/contoso/sync",
+    "/ui/connections/contoso/test",
+    "/ui/runs/1/approve",
+    "/ui/runs/1/discard",
+    "/ui/sign-out",
+];
+
+#[tokio::test]
+async fn pages_and_forms_refuse_a_request_without_a_session() {
+    let mut ui = Ui::new(CONTOSO).await;
+    for page in PAGES {
+        let answer = ui.get(page).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{page}");
+        assert_eq!(answer.location.as_deref(), Some("/ui/sign-in"), "{page}");
+    }
+    for form in FORMS {
+        let answer = ui.post(form, &[("csrf", "anything")]).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{form}");
+        assert_eq!(answer.location.as_deref(), Some("/ui/sign-in"), "{form}");
+    }
+    // htmx polling without a session is sent to the sign-in page as a whole page.
+    let request = Request::get("/ui/connections/contoso/progress")
+        .header("hx-request", "true")
+        .body(Body::empty())
+        .expect("a request");
+    let answer = ui.router.clone().oneshot(request).await.expect("an answer");
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.headers()["hx-redirect"], "/ui/sign-in");
+    // A made-up session is no session.
+    ui.cookies.push(("entra_sync_session".into(), "made-up".into()));
+    let answer = ui.get("/ui/connections").await;
+    assert_eq!(answer.location.as_deref(), Some("/ui/sign-in"));
+    assert!(!ui.runner.is_running("contoso"));
+}
+
+#[tokio::test]
+async fn forms_refuse_a_request_without_the_csrf_token() {
+    let mut ui = Ui::new(CONTOSO).await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    // The sign-in form itself: without its token, or with one that is not the cookie's.
+    let answer = ui.post("/ui/sign-in", &[("secret", &token)]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    ui.get("/ui/sign-in").await;
+    let answer = ui
+        .post("/ui/sign-in", &[("csrf", "forged"), ("secret", &token)])
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    let answer = ui.sign_in(&token).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(answer.location.as_deref(), Some("/ui/connections"));
+    let page = ui.get("/ui/connections").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let good = csrf(&page.body);
+    for form in FORMS {
+        for fields in [vec![], vec![("csrf", "forged")], vec![("csrf", "")]] {
+            let answer = ui.post(form, &fields).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{form} with {fields:?}");
+            assert!(answer.body.contains("security token"), "{}", answer.body);
+        }
+    }
+    assert!(!ui.runner.is_running("contoso"), "a refused form started a run");
+    // With the token, the same form goes through.
+    let answer = ui.post("/ui/sign-out", &[("csrf", &good)]).await;
+    assert_eq!(answer.location.as_deref(), Some("/ui/sign-in"));
+    assert_eq!(ui.get("/ui/connections").await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn sign_in_takes_a_token_or_the_password_and_limits_failures() {
+    let mut ui = Ui::new(CONTOSO).await;
+    assert!(matches!(
+        ui::set_admin_password(&ui.store, "short").await,
+        Err(ui::PasswordError::TooShort)
+    ));
+    ui::set_admin_password(&ui.store, "correct horse battery")
+        .await
+        .expect("the password is set");
+    let answer = ui.sign_in("correct horse battery").await;
+    assert_eq!(
+        answer.location.as_deref(),
+        Some("/ui/connections"),
+        "{}",
+        answer.body
+    );
+    let page = ui.get("/ui/connections").await;
+    assert!(
+        page.body.contains("Signed in with the admin password"),
+        "{}",
+        page.body
+    );
+
+    let mut stranger = Ui {
+        cookies: Vec::new(),
+        _dir: tempfile::tempdir().expect("a temp dir"),
+        router: ui.router.clone(),
+        store: ui.store.clone(),
+        runner: ui.runner.clone(),
+    };
+    for attempt in 0..5 {
+        let answer = stranger.sign_in("wrong horse battery").await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        assert!(answer.body.contains("not a known API token"), "{}", answer.body);
+    }
+    // Limited now, even with the right password.
+    let answer = stranger.sign_in("correct horse battery").await;
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        answer.body.contains("Too many failed sign-ins"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        stranger.get("/ui/connections").await.status,
+        StatusCode::SEE_OTHER
+    );
+    // The stored hash is argon2, not the password.
+    let stored: String = sqlx::query_scalar("SELECT argon2_hash FROM admin_password")
+        .fetch_one(&ui.store.pool())
+        .await
+        .expect("a hash");
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+    assert!(!stored.contains("horse"));
+}
+
+#[tokio::test]
+async fn every_page_renders_against_a_synced_tenant() {
+    let tenant = Tenant::start(40, 5).await;
+    let mut ui = Ui::new(&tenant.connection("contoso")).await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    ui.sign_in(&token).await;
+    let progress = ui.sync_now().await;
+    assert!(progress.contains("data-test=\"run-counts\""), "{progress}");
+    assert!(progress.contains("<dt>created</dt> <dd>40</dd>"), "{progress}");
+    for page in PAGES {
+        let answer = ui.get(page).await;
+        assert_eq!(answer.status, StatusCode::OK, "{page}: {}", answer.body);
+        // The progress block is a fragment for htmx; every other page is a whole one.
+        let whole = !page.ends_with("/progress");
+        assert_eq!(answer.body.contains("<main>"), whole, "{page}: {}", answer.body);
+    }
+    let connection = ui.get("/ui/connections/contoso").await;
+    assert!(
+        connection.body.contains("data-test=\"tenant-values\""),
+        "{}",
+        connection.body
+    );
+    assert!(
+        connection.body.contains("<span class=\"value\">Member "),
+        "{}",
+        connection.body
+    );
+    let user = ui.get("/ui/users/1").await;
+    assert!(user.body.contains("In scope"), "{}", user.body);
+    let history = ui.get("/ui/runs?connection=contoso&status=succeeded").await;
+    assert!(history.body.contains("<svg class=\"chart\""), "{}", history.body);
+    let answer = ui.get("/ui/runs?connection=nope").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    for missing in [
+        "/ui/users/9999",
+        "/ui/runs/9999",
+        "/ui/connections/nope",
+        "/ui/no-such-page",
+    ] {
+        let answer = ui.get(missing).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{missing}");
+        assert!(answer.body.contains("<main>"), "{missing}: {}", answer.body);
+    }
+}
+
+#[tokio::test]
+async fn admin_set_password_reads_stdin_and_refuses_a_short_one() {
+    use tokio::io::AsyncWriteExt;
+    let workspace = Workspace::new(CONTOSO);
+    for (password, code) in [("short\n", 2), ("a long enough password\n", 0)] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_entra-sync"))
+            .args(["admin", "set-password", "--config"])
+            .arg(&workspace.config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(password.as_bytes()).await.expect("written");
+        drop(stdin);
+        let output = child.wait_with_output().await.expect("it ends");
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{password:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let config = Config::load(&workspace.config).expect("valid");
+    let store = Store::open(&config.data_dir).await.expect("the store opens");
+    let runner = Arc::new(Runner::new(store.clone(), &config));
+    let mut ui = Ui {
+        _dir: tempfile::tempdir().expect("a temp dir"),
+        router: ui::router(store.clone(), runner.clone()),
+        store,
+        runner,
+        cookies: Vec::new(),
+    };
+    let answer = ui.sign_in("a long enough password").await;
+    assert_eq!(
+        answer.location.as_deref(),
+        Some("/ui/connections"),
+        "{}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn a_blocked_run_shows_its_plan_and_discard_drops_it() {
+    let tenant = Tenant::start(20, 3).await;
+    let mut ui = Ui::new(&tenant.connection("contoso")).await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    ui.sign_in(&token).await;
+    ui.sync_now().await;
+    let mut names = Vec::new();
+    for user in tenant.users().await.iter().take(5) {
+        let id = user["id"].as_str().expect("an id");
+        tenant
+            .post(&format!("users/{id}/soft-delete"), serde_json::json!({}))
+            .await;
+        names.push(user["displayName"].as_str().expect("a name").to_owned());
+    }
+    let progress = ui.sync_now().await;
+    assert!(
+        progress.contains("data-test=\"last-status\">blocked"),
+        "{progress}"
+    );
+    let run = ui.store.runs(Some("contoso"), 1).await.expect("runs")[0].run_id;
+    let page = ui.get(&format!("/ui/runs/{run}")).await;
+    for text in [
+        "Plan awaiting approval",
+        "max_deprovision_percent",
+        "Approve and apply",
+        "Discard",
+        "disable user",
+    ] {
+        assert!(page.body.contains(text), "{text} missing: {}", page.body);
+    }
+    // The plan names whom it would disable, with a link to each.
+    let plain = names
+        .iter()
+        .find(|name| name.chars().all(|c| c.is_alphanumeric() || c == ' '))
+        .expect("a name without characters HTML escapes");
+    assert!(
+        page.body.contains(&format!("\">{plain}</a>")),
+        "{plain}: {}",
+        page.body
+    );
+    let answer = ui
+        .post(&format!("/ui/runs/{run}/discard"), &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(
+        answer.location,
+        Some(format!("/ui/runs/{run}")),
+        "{}",
+        answer.body
+    );
+    let page = ui.get(&format!("/ui/runs/{run}")).await;
+    assert!(
+        page.body.contains("data-test=\"run-status\">discarded"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("Approve and apply"), "{}", page.body);
+    let answer = ui
+        .post(&format!("/ui/runs/{run}/approve"), &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    let answer = ui
+        .post(&format!("/ui/runs/{run}/discard"), &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    let active = ui
+        .store
+        .users("contoso")
+        .await
+        .expect("users")
+        .iter()
+        .filter(|user| user.status == "active")
+        .count();
+    assert_eq!(active, 20, "a discarded plan changed the directory");
+}
+
+#[tokio::test]
+async fn sync_now_says_why_a_run_cannot_start() {
+    let mut ui = Ui::new(
+        "[[connections]]\nname = \"contoso\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret_env = \"ENTRA_SYNC_UI_TEST_UNSET\"\n",
+    )
+    .await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    ui.sign_in(&token).await;
+    let page = ui.get("/ui/connections/contoso/sync").await;
+    let answer = ui
+        .post("/ui/connections/contoso/sync", &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer.body);
+    assert!(
+        answer.body.contains("ENTRA_SYNC_UI_TEST_UNSET"),
+        "{}",
+        answer.body
+    );
+    assert!(!ui.runner.is_running("contoso"));
+    // Test connection says the same, and the list shows it as the connection's health.
+    let answer = ui
+        .post("/ui/connections/contoso/test", &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.body.contains("No token"), "{}", answer.body);
+    let list = ui.get("/ui/connections").await;
+    assert!(list.body.contains("Test failed"), "{}", list.body);
+}
