@@ -738,7 +738,11 @@ impl Store {
                 connection: row.get(1),
                 organization_id: row.get(2),
                 plan: decode_json(row.get::<&str, _>(3), "a stored plan")?,
-                awaiting: row.get::<&str, _>(4) == "awaiting",
+                state: match row.get::<&str, _>(4) {
+                    "awaiting" => PlanState::Awaiting,
+                    "discarded" => PlanState::Discarded,
+                    _ => PlanState::Applied,
+                },
                 later_run: row.get(5),
             })
         })
@@ -870,10 +874,20 @@ pub struct StoredPlan {
     pub connection: String,
     pub organization_id: i64,
     pub plan: Plan,
-    /// False once it was applied.
-    pub awaiting: bool,
+    pub state: PlanState,
     /// A later run of the connection that succeeded: the source moved on since this plan.
     pub later_run: Option<i64>,
+}
+
+/// Where a stored plan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanState {
+    /// Waiting for approval.
+    Awaiting,
+    /// Approved and applied.
+    Applied,
+    /// Dropped from the admin UI: nothing of it was applied.
+    Discarded,
 }
 
 /// A user row in the column order `users` and `user` select.

@@ -16,7 +16,9 @@ use crate::clock;
 use crate::config::{Connection, SecretSource};
 use crate::graph::{Credential, DeltaStart, GraphClient, GraphSettings};
 use crate::mail::Welcome;
-use crate::store::{ConnectionState, DeltaLinks, RunMark, SourceWrite, Store, StoreError, Trigger};
+use crate::store::{
+    ConnectionState, DeltaLinks, PlanState, RunMark, SourceWrite, Store, StoreError, Trigger,
+};
 use crate::targets::directory::Directory;
 use crate::targets::{Target, TargetError};
 
@@ -517,6 +519,8 @@ pub enum ApproveError {
     NoPlan(i64),
     #[error("the plan of run {0} was already approved and applied")]
     AlreadyApplied(i64),
+    #[error("the plan of run {0} was discarded: run `entra-sync sync` for a fresh plan")]
+    Discarded(i64),
     #[error(
         "the source moved on since run {run}: run {later} synced connection {connection:?} after it, so its plan is stale; run `entra-sync sync` for a fresh plan"
     )]
@@ -534,7 +538,10 @@ pub enum ApproveError {
 impl ApproveError {
     /// Whether the user asked for something that cannot be (exit code 2) rather than a failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, ApproveError::NoPlan(_) | ApproveError::AlreadyApplied(_))
+        matches!(
+            self,
+            ApproveError::NoPlan(_) | ApproveError::AlreadyApplied(_) | ApproveError::Discarded(_)
+        )
     }
 }
 
@@ -553,8 +560,10 @@ pub async fn approve(
         .stored_plan(run_id)
         .await?
         .ok_or(ApproveError::NoPlan(run_id))?;
-    if !stored.awaiting {
-        return Err(ApproveError::AlreadyApplied(run_id));
+    match stored.state {
+        PlanState::Awaiting => {}
+        PlanState::Applied => return Err(ApproveError::AlreadyApplied(run_id)),
+        PlanState::Discarded => return Err(ApproveError::Discarded(run_id)),
     }
     if let Some(later) = stored.later_run {
         return Err(ApproveError::Stale {
