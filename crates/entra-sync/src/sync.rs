@@ -261,10 +261,10 @@ async fn execute(
     );
     let directory = Directory::new(store.pool.clone(), state.organization_id);
     let mut touched = Touched::default();
-    let snapshot = match fetched.full_snapshot {
+    let (snapshot, target_state) = match fetched.full_snapshot {
         Some(mut snapshot) => {
             fold_groups(&mut snapshot, fetched.groups, &mut touched);
-            snapshot
+            (snapshot, directory.load().await?)
         }
         None => {
             let policy_changed = state.applied_policy.as_deref() != Some(policy_json.as_str());
@@ -296,20 +296,22 @@ async fn execute(
                 }
                 return Ok(());
             }
-            let mut snapshot = store.load_snapshot(state.id).await?;
+            // The snapshot and the directory are independent reads on two connections: load
+            // them side by side.
+            let phase = Instant::now();
+            let (snapshot, target_state) = tokio::join!(store.load_snapshot(state.id), directory.load());
+            let (mut snapshot, target_state) = (snapshot?, target_state?);
+            tracing::debug!(
+                elapsed_ms = phase.elapsed().as_millis() as u64,
+                users = target_state.users.len(),
+                "loaded the snapshot and the directory"
+            );
             // Groups first: a user removed in the users round also leaves every group.
             fold_groups(&mut snapshot, fetched.groups, &mut touched);
             fold_users(&mut snapshot, fetched.users, &mut touched);
-            snapshot
+            (snapshot, target_state)
         }
     };
-    let phase = Instant::now();
-    let target_state = directory.load().await?;
-    tracing::debug!(
-        elapsed_ms = phase.elapsed().as_millis() as u64,
-        users = target_state.users.len(),
-        "loaded the directory"
-    );
     let phase = Instant::now();
     let read = ReadHealth {
         full_round: full,
