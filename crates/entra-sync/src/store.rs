@@ -419,7 +419,7 @@ impl Store {
         Ok(())
     }
 
-    /// Records a run's actions (with outcomes) and conflicts.
+    /// Records a run's actions with their outcomes (a plan not applied: dry run or blocked).
     pub async fn record_actions(
         &self,
         run_id: i64,
@@ -428,32 +428,7 @@ impl Store {
         outcomes: &[Option<String>],
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.doing("recording the run's actions")?;
-        let rows: Vec<(usize, &Action, &Option<String>)> = actions
-            .iter()
-            .zip(outcomes)
-            .enumerate()
-            .map(|(index, (action, outcome))| (first_seq + index, action, outcome))
-            .collect();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT OR REPLACE INTO run_actions (run_id, seq, kind, entra_id, directory_id, detail, outcome) ",
-            );
-            insert.push_values(chunk, |mut row, (seq, action, outcome)| {
-                let (kind, entra_id, directory_id) = action_key(action);
-                row.push_bind(run_id)
-                    .push_bind(*seq as i64)
-                    .push_bind(kind)
-                    .push_bind(entra_id.map(str::to_owned))
-                    .push_bind(directory_id)
-                    .push_bind(serde_json::to_string(action).unwrap_or_default())
-                    .push_bind((*outcome).clone());
-            });
-            insert
-                .build()
-                .execute(&mut *transaction)
-                .await
-                .doing("recording the run's actions")?;
-        }
+        insert_actions(&mut transaction, run_id, first_seq, actions, outcomes).await?;
         transaction.commit().await.doing("recording the run's actions")
     }
 
@@ -921,6 +896,43 @@ pub struct RunMark {
 pub struct DeltaLinks {
     pub users: Option<String>,
     pub groups: Option<String>,
+}
+
+/// Writes a run's actions and outcomes in `transaction`, numbered from `first_seq`: the apply
+/// batch that executed them records them in the same commit.
+pub(crate) async fn insert_actions(
+    transaction: &mut sqlx::Transaction<'_, Sqlite>,
+    run_id: i64,
+    first_seq: usize,
+    actions: &[Action],
+    outcomes: &[Option<String>],
+) -> Result<(), StoreError> {
+    let mut seq = first_seq as i64;
+    for (actions, outcomes) in actions
+        .chunks(ROWS_PER_INSERT)
+        .zip(outcomes.chunks(ROWS_PER_INSERT))
+    {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO run_actions (run_id, seq, kind, entra_id, directory_id, detail, outcome) ",
+        );
+        insert.push_values(actions.iter().zip(outcomes), |mut row, (action, outcome)| {
+            let (kind, entra_id, directory_id) = action_key(action);
+            row.push_bind(run_id)
+                .push_bind(seq)
+                .push_bind(kind)
+                .push_bind(entra_id.map(str::to_owned))
+                .push_bind(directory_id)
+                .push_bind(serde_json::to_string(action).unwrap_or_default())
+                .push_bind(outcome.clone());
+            seq += 1;
+        });
+        insert
+            .build()
+            .execute(&mut **transaction)
+            .await
+            .doing("recording the run's actions")?;
+    }
+    Ok(())
 }
 
 async fn upsert_source_rows<T: Serialize + HasEntraId>(

@@ -2,7 +2,7 @@
 //! them into the source snapshot, plan, apply in batches, then advance the snapshot and the
 //! delta links together and record the run.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use entra_sync_core::delta::{GroupDelta, UserDelta};
 use entra_sync_core::fold::{Touched, fold_groups, fold_users};
@@ -368,23 +368,17 @@ async fn execute(
     }
     let total = plan.actions.len() as u64;
     let mut done = 0;
-    let (mut applying, mut recording) = (Duration::ZERO, Duration::ZERO);
+    let phase = Instant::now();
     for batch in plan.actions.chunks(APPLY_BATCH) {
-        let phase = Instant::now();
-        let outcomes = directory.apply(batch, clock::now()).await?;
-        applying += phase.elapsed();
-        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
-        let phase = Instant::now();
-        store
-            .record_actions(summary.run_id, done as usize, batch, &outcomes)
+        let outcomes = directory
+            .apply_and_record(batch, clock::now(), summary.run_id, done as usize)
             .await?;
-        recording += phase.elapsed();
+        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
         done += batch.len() as u64;
         progress(ProgressEvent::Applied { done, total });
     }
     tracing::debug!(
-        applying_ms = applying.as_millis() as u64,
-        recording_ms = recording.as_millis() as u64,
+        elapsed_ms = phase.elapsed().as_millis() as u64,
         "applied and recorded the plan"
     );
     let phase = Instant::now();
@@ -540,9 +534,10 @@ pub async fn approve(store: &Store, run_id: i64) -> Result<RunSummary, ApproveEr
     let mut failed_actions = 0;
     let mut done = 0;
     for batch in stored.plan.actions.chunks(APPLY_BATCH) {
-        let outcomes = directory.apply(batch, clock::now()).await?;
+        let outcomes = directory
+            .apply_and_record(batch, clock::now(), run_id, done)
+            .await?;
         failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
-        store.record_actions(run_id, done, batch, &outcomes).await?;
         done += batch.len();
     }
     store.mark_approved(run_id, clock::now()).await?;
