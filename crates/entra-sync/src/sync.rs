@@ -104,6 +104,8 @@ enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error("a task of the run stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Reads the connection's credential from where the config says it is.
@@ -296,11 +298,16 @@ async fn execute(
                 }
                 return Ok(());
             }
-            // The snapshot and the directory are independent reads on two connections: load
-            // them side by side.
+            // The snapshot and the directory are independent reads: the snapshot is read and
+            // decoded on another task (so another core) while this one loads the directory.
             let phase = Instant::now();
-            let (snapshot, target_state) = tokio::join!(store.load_snapshot(state.id), directory.load());
-            let (mut snapshot, target_state) = (snapshot?, target_state?);
+            let snapshot = tokio::spawn({
+                let store = store.clone();
+                let connection_id = state.id;
+                async move { store.load_snapshot(connection_id).await }
+            });
+            let target_state = directory.load().await;
+            let (mut snapshot, target_state) = (snapshot.await??, target_state?);
             tracing::debug!(
                 elapsed_ms = phase.elapsed().as_millis() as u64,
                 users = target_state.users.len(),
