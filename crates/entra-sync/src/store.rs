@@ -25,7 +25,7 @@ const MIGRATIONS: &[&str] = &[
 pub(crate) const ROWS_PER_INSERT: usize = 500;
 
 /// Page cache per connection, in KiB.
-const PAGE_CACHE_KIB: u32 = 64 * 1024;
+const PAGE_CACHE_KIB: u32 = 32 * 1024;
 
 /// WAL pages (4 KiB each) after which a commit checkpoints the WAL into the database.
 const WAL_CHECKPOINT_PAGES: u32 = 16_384;
