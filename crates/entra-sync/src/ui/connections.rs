@@ -1,6 +1,6 @@
 //! The connections pages: the list (status, last run and its result, next run), a connection's
-//! settings as the config file has them (read-only), Test connection, and Sync Now with its
-//! confirmation and the live progress of the run it starts.
+//! settings (read-only here; `settings` edits those kept in the database), Test connection, and
+//! Sync Now with its confirmation and the live progress of the run it starts.
 
 use axum::Extension;
 use axum::extract::{Form, Path, State};
@@ -14,7 +14,7 @@ use super::{Ui, UiError};
 use crate::clock;
 use crate::config::{Connection, SecretSource};
 use crate::graph::permissions;
-use crate::serve::RunRefused;
+use crate::serve::{Origin, RunRefused};
 use crate::store::{RunRecord, Trigger};
 use crate::sync::{self, RunOptions};
 
@@ -51,7 +51,7 @@ fn credential_text(connection: &Connection) -> String {
 
 /// The next `count` scheduled run times (without the jitter that spreads connections sharing a
 /// schedule, which moves them by at most a minute).
-fn next_runs(connection: &Connection, count: usize) -> Vec<String> {
+pub(super) fn next_runs(connection: &Connection, count: usize) -> Vec<String> {
     if !connection.enabled {
         return Vec::new();
     }
@@ -126,6 +126,12 @@ async fn connection_page(
     context["progress"] = progress_json(ui, connection).await?;
     context["tenant"] = ui.store.tenant_values(name, TENANT_VALUES).await?;
     context["notice"] = notice;
+    // Only connections kept in the database can be edited here; the config file's are the file's.
+    context["editable"] = json!(
+        ui.runner
+            .connection(name)
+            .is_some_and(|(_, origin)| origin == Origin::Api)
+    );
     ui.page("connection.html", session, context)
 }
 
