@@ -111,8 +111,10 @@ pub fn router(store: Store, runner: Arc<Runner>) -> Router {
         .route("/ui/runs/{id}/discard", post(history::discard))
         .route("/ui/users", get(directory::users))
         .route("/ui/users/{id}", get(directory::user))
+        .route("/ui/users/{id}/sync", post(directory::sync_user))
         .route("/ui/groups", get(directory::groups))
         .route("/ui/groups/{id}", get(directory::group))
+        .route("/ui/groups/{id}/sync", post(directory::sync_group))
         .route("/ui/departments", get(directory::departments))
         .route("/ui/departments/{id}", get(directory::department))
         // Without it an unknown page would get the JSON API's 404.
