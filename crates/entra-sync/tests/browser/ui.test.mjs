@@ -1,6 +1,7 @@
 // The admin UI end to end in Debian's headless Chromium, driven by playwright-core. Started by
 // the Rust test `browser` (tests/it/browser.rs), which runs `entra-sync serve` against an
-// emulated tenant and passes BASE_URL, TOKEN, EMULATOR_URL, SCREENSHOTS and CHROMIUM.
+// emulated tenant and passes BASE_URL, TOKEN, EMULATOR_URL, the tenant's TENANT_ID, CLIENT_ID and
+// CLIENT_SECRET (typed into the Set up form), SCREENSHOTS and CHROMIUM.
 // Every page is checked at 1280 and 390 px (no sideways scrolling, a label on every input) and
 // screenshotted; any browser console error fails the run.
 
@@ -11,6 +12,7 @@ const base = process.env.BASE_URL;
 const token = process.env.TOKEN;
 const emulator = process.env.EMULATOR_URL;
 const screenshots = process.env.SCREENSHOTS;
+const secret = process.env.CLIENT_SECRET;
 mkdirSync(screenshots, { recursive: true });
 
 const problems = [];
@@ -58,6 +60,13 @@ async function text(page, selector) {
   return (await page.locator(selector).first().textContent()).replace(/\s+/g, ' ').trim();
 }
 
+/** Waits for a settings form to be saved and the browser sent to `url`; fails with the form's
+ * errors when it was refused. */
+async function saved(page, url) {
+  await Promise.race([page.waitForURL(url), page.waitForSelector('[data-test="form-errors"]')]);
+  if (await page.locator('[data-test="form-errors"]').count()) fail(`the form was refused: ${await text(page, '[data-test="form-errors"]')}`);
+}
+
 /** Sync Now through its confirmation; waits for the live progress, then for the run's result. */
 async function syncNow(page, name) {
   await page.goto(`${base}/ui/connections`);
@@ -93,31 +102,86 @@ try {
   await page.waitForURL('**/ui/connections');
   await check(page, '02-connections');
 
-  // A hire in Entra; Sync Now shows its progress, then the run's counts.
+  // Set up a connection to the emulated tenant through the form.
+  const members = (await control('GET', 'users')).filter((user) => user.state === 'active').map((user) => user.id);
+  const testers = await control('POST', 'groups', { displayName: 'Browser Testers', memberIds: members });
+  await page.getByRole('link', { name: 'Set up a connection' }).click();
+  await page.waitForURL('**/ui/new-connection');
+  await check(page, '03-set-up');
+  await page.getByLabel('Name', { exact: true }).fill('contoso');
+  await page.getByLabel('Tenant ID').fill(process.env.TENANT_ID);
+  await page.getByLabel('Client ID').fill(process.env.CLIENT_ID);
+  await page.getByLabel('Client secret').fill(secret);
+  await page.getByText('Endpoints (national clouds, test tenants)').click();
+  await page.locator('#authority_url').fill(emulator);
+  await page.locator('#graph_url').fill(emulator);
+  // A daily run twelve hours away: after the first run, which a new connection gets at once,
+  // every run during the test is a Sync Now.
+  const later = new Date(Date.now() + 12 * 3600 * 1000);
+  await page.getByLabel('Interval', { exact: true }).fill('1d');
+  await page.locator('#start_at').fill(later.toISOString().slice(11, 16));
+  await page.getByRole('button', { name: 'Set up the connection' }).click();
+  await saved(page, '**/ui/connections/contoso');
+  if ((await page.content()).includes(secret)) fail('the connection page shows the client secret');
+  await check(page, '04-connection-set-up');
+  // The scheduler starts the first run at once; its counts show on the page when it is over.
+  for (let tries = 0; !(await page.locator('#progress[data-state="idle"] [data-test="last-status"]').count()); tries++) {
+    if (tries === 60) fail('the first run of the new connection did not finish');
+    await page.waitForTimeout(1_000);
+    await page.reload();
+  }
+  const first = await text(page, '#progress');
+  if (!first.includes('succeeded') || !/created [1-9]/.test(first)) fail(`the first run: ${first}`);
+  await check(page, '04-first-run');
+
+  // A hire in Entra, in the group the scope is narrowed to on the Edit form, with an option set.
   const ada = await control('POST', 'users', {
     displayName: 'Ada Browser', givenName: 'Ada', surname: 'Browser', jobTitle: 'Tester',
     department: 'Browser Testing', userPrincipalName: 'ada.browser@contoso.example', mail: 'ada.browser@contoso.example',
   });
-  const first = await syncNow(page, '03-sync');
-  if (!first.includes('succeeded') || !first.includes('created 1')) fail(`first Sync Now: ${first}`);
+  await control('POST', `groups/${testers.id}/members`, { id: ada.id });
+  await page.goto(`${base}/ui/connections/contoso`);
+  await page.getByRole('link', { name: 'Edit' }).click();
+  await page.waitForURL('**/ui/connections/contoso/edit');
+  if (await page.getByLabel('Client secret').inputValue() !== '') fail('the edit form shows the secret');
+  await page.getByLabel('Search the groups').fill('browser');
+  if (await page.locator('fieldset:has(#scope_groups_search) [data-picker-value]:visible').count() !== 1) fail('the group search does not narrow the choices');
+  await page.getByRole('checkbox', { name: /^Browser Testers/ }).check();
+  await page.locator('#on_out_of_scope').selectOption('disable');
+  await check(page, '05-edit');
+  await page.getByRole('button', { name: 'Save the connection' }).click();
+  await saved(page, '**/ui/connections/contoso');
+  const scopeSettings = await text(page, 'section.card:has(h2:text-is("Scope"))');
+  if (!scopeSettings.includes('Browser Testers')) fail(`the saved scope: ${scopeSettings}`);
+  const second = await syncNow(page, '05-sync-scoped');
+  if (!second.includes('succeeded') || !second.includes('created 1')) fail(`Sync Now after the edit: ${second}`);
 
   // Her page says why she is in scope.
   await page.goto(`${base}/ui/users`);
   await page.getByLabel('Search by name, email or UPN').fill('Ada Browser');
   await page.getByRole('button', { name: 'Search' }).click();
   await page.waitForURL('**/ui/users?**');
-  await check(page, '04-users');
+  await check(page, '06-users');
   await page.getByRole('link', { name: 'Ada Browser' }).click();
   await page.waitForURL('**/ui/users/*');
   const adaPage = page.url();
-  await check(page, '05-user');
+  await check(page, '06-user');
   const scope = await text(page, '[data-test="scope"]');
   if (!scope.startsWith('In scope')) fail(`Ada's scope: ${scope}`);
 
+  // Sync this user: info only, its run linked.
+  await page.getByLabel('Info: read it from Microsoft Entra and apply it').check();
+  await page.getByRole('button', { name: 'Sync this user' }).click();
+  await page.waitForSelector('[data-test="one-sync-result"]');
+  const one = await text(page, '[data-test="one-sync-result"]');
+  if (!one.includes('Sync (info) succeeded')) fail(`Sync this user: ${one}`);
+  if (await page.locator('[data-test="one-sync-result"] a[href^="/ui/runs/"]').count() !== 1) fail('no link to the run');
+  await check(page, '06-user-synced');
+
   // Disabled in Entra: after a sync her badge says so.
   await control('POST', `users/${ada.id}/disable`);
-  const second = await syncNow(page, '06-sync-disable');
-  if (!second.includes('disabled 1')) fail(`Sync Now after the disable: ${second}`);
+  const disabled = await syncNow(page, '06-sync-disable');
+  if (!disabled.includes('disabled 1')) fail(`Sync Now after the disable: ${disabled}`);
   await page.goto(adaPage);
   const badge = await text(page, '[data-test="user-status"]');
   if (badge !== 'Disabled in Microsoft') fail(`Ada's badge: ${badge}`);
@@ -170,6 +234,24 @@ try {
   if (!health.startsWith('Token and permissions OK')) fail(`the connection's health: ${health}`);
   await check(page, '18-connections-health');
 
+  // Disable and Enable, each confirmed; Delete asks first too.
+  await page.goto(`${base}/ui/connections/contoso`);
+  await page.getByRole('link', { name: 'Disable' }).click();
+  await page.waitForURL('**/ui/connections/contoso/change?to=disable');
+  await check(page, '20-disable-confirm');
+  await page.getByRole('button', { name: 'Disable the connection' }).click();
+  await page.waitForURL('**/ui/connections/contoso');
+  if (!(await text(page, '[data-test="connection-status"]')).startsWith('Disabled')) fail('the connection is not disabled');
+  await page.getByRole('link', { name: 'Enable' }).click();
+  await page.getByRole('button', { name: 'Enable the connection' }).click();
+  await page.waitForURL('**/ui/connections/contoso');
+  if (await text(page, '[data-test="connection-status"]') !== 'Enabled') fail('the connection is not enabled again');
+  await page.getByRole('link', { name: 'Delete' }).click();
+  await page.waitForURL('**/ui/connections/contoso/change?to=delete');
+  await check(page, '21-delete-confirm');
+  await page.getByRole('link', { name: 'Cancel' }).click();
+  await page.waitForURL('**/ui/connections/contoso');
+
   // Without JavaScript every page but the live progress works the same.
   const plain = await browser.newContext({ javaScriptEnabled: false, viewport: { width: 1280, height: 900 } });
   const noScript = await plain.newPage();
@@ -178,7 +260,8 @@ try {
   await noScript.getByLabel('API token or admin password').fill(token);
   await noScript.getByRole('button', { name: 'Sign in' }).click();
   await noScript.waitForURL('**/ui/connections');
-  for (const path of ['/ui/connections', '/ui/connections/contoso', '/ui/connections/contoso/sync', '/ui/runs',
+  for (const path of ['/ui/connections', '/ui/connections/contoso', '/ui/connections/contoso/sync',
+    '/ui/new-connection', '/ui/connections/contoso/edit', '/ui/connections/contoso/change?to=delete', '/ui/runs',
     '/ui/runs/1', '/ui/users', '/ui/groups', '/ui/departments']) {
     const response = await noScript.goto(`${base}${path}`);
     if (response.status() !== 200 || !(await text(noScript, 'main h1')).length) fail(`${path} without JavaScript`);
@@ -186,6 +269,11 @@ try {
   await noScript.goto(adaPage);
   if (!(await text(noScript, '[data-test="scope"]')).length) fail('the user page without JavaScript');
   await check(noScript, '19-user-without-javascript');
+  // The Edit form saves without JavaScript too.
+  await noScript.goto(`${base}/ui/connections/contoso/edit`);
+  await noScript.getByRole('button', { name: 'Save the connection' }).click();
+  await saved(noScript, '**/ui/connections/contoso');
+  if (!(await noScript.content()).includes('Browser Testers')) fail('a save without JavaScript lost the scope');
   await noScript.getByRole('button', { name: 'Sign out' }).click();
   await noScript.waitForURL('**/ui/sign-in');
 
