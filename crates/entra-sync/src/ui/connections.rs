@@ -38,8 +38,11 @@ pub(super) fn run_json(run: &RunRecord) -> Value {
     })
 }
 
-fn credential_text(connection: &Connection) -> String {
+fn credential_text(connection: &Connection, origin: Origin) -> String {
     match &connection.secret {
+        SecretSource::Inline(_) if origin == Origin::Api => {
+            "client secret (stored encrypted; not shown)".into()
+        }
         SecretSource::Inline(_) => "client secret (in the config file; not shown)".into(),
         SecretSource::Env(variable) => format!("client secret from the environment variable {variable}"),
         SecretSource::File(path) => format!("client secret from the file {}", path.display()),
@@ -117,7 +120,11 @@ async fn connection_page(
     context["section"] = json!("connections");
     context["tenant_id"] = json!(connection.tenant_id);
     context["client_id"] = json!(connection.client_id);
-    context["credential"] = json!(credential_text(connection));
+    let origin = ui
+        .runner
+        .connection(name)
+        .map_or(Origin::Config, |(_, origin)| origin);
+    context["credential"] = json!(credential_text(connection, origin));
     context["authority_url"] = json!(connection.authority_url.as_str());
     context["graph_url"] = json!(connection.graph_url.as_str());
     context["full_sync_every_hours"] = json!(connection.full_sync_every.as_secs() / 3600);

@@ -654,6 +654,7 @@ async fn connections_are_set_up_edited_and_deleted_through_the_forms() {
         page.body
     );
     assert!(!page.body.contains("data-test=\"read-only\""), "{}", page.body);
+    assert!(page.body.contains("stored encrypted; not shown"), "{}", page.body);
     let progress = ui.sync_now_of("fabrikam").await;
     assert!(progress.contains("<dt>created</dt> <dd>20</dd>"), "{progress}");
 
