@@ -54,7 +54,7 @@ fn credential_text(connection: &Connection, origin: Origin) -> String {
 
 /// The next `count` scheduled run times (without the jitter that spreads connections sharing a
 /// schedule, which moves them by at most a minute).
-pub(super) fn next_runs(connection: &Connection, count: usize) -> Vec<String> {
+fn next_runs(connection: &Connection, count: usize) -> Vec<String> {
     if !connection.enabled {
         return Vec::new();
     }

@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::auth::Session;
-use super::connections::{next_runs, url_segment};
+use super::connections::url_segment;
 use super::{Ui, UiError};
+use crate::clock;
+use crate::config::Schedule;
 use crate::serve::{EditRefused, Origin};
 
 /// Values of each scope section the picker offers at most.
@@ -418,6 +420,23 @@ fn scope_choices(scope: &Value, tenant: &Value) -> Value {
     Value::Object(sections)
 }
 
+/// The next three run times of the definition's schedule (the default hourly one without), or why
+/// it has none.
+fn schedule_preview(definition: &Map<String, Value>) -> Result<Vec<String>, String> {
+    let text = |key: &str| definition.get(key).and_then(Value::as_str);
+    let schedule = Schedule::parse(text("schedule").unwrap_or("every 1h"), text("start_at"))?;
+    let mut times = Vec::new();
+    let mut after = clock::now();
+    while times.len() < 3 {
+        let Some(next) = schedule.next_after(after) else {
+            break;
+        };
+        times.push(crate::store::timestamp(next));
+        after = next;
+    }
+    Ok(times)
+}
+
 /// The Set up or Edit page for `definition`, with `errors` above the form.
 async fn form_page(
     ui: &Ui,
@@ -427,12 +446,13 @@ async fn form_page(
     errors: &[String],
 ) -> Result<Html<String>, UiError> {
     let values = form_values(definition);
-    let (tenant, upcoming) = match editing {
-        Some(name) => (
-            ui.store.tenant_values(name, TENANT_VALUES).await?,
-            ui.connection(name).map(|connection| next_runs(&connection, 3))?,
-        ),
-        None => (Value::Null, Vec::new()),
+    let tenant = match editing {
+        Some(name) => ui.store.tenant_values(name, TENANT_VALUES).await?,
+        None => Value::Null,
+    };
+    let preview = match schedule_preview(definition) {
+        Ok(times) => json!({ "times": times }),
+        Err(error) => json!({ "error": error }),
     };
     let title = match editing {
         Some(name) => format!("Edit connection {name}"),
@@ -448,7 +468,8 @@ async fn form_page(
             "form": values,
             "choices": scope_choices(&values["scope"], &tenant),
             "tenant_read": !tenant.is_null(),
-            "next_runs": upcoming,
+            "schedule_preview": preview,
+            "enabled": definition.get("enabled").and_then(Value::as_bool).unwrap_or(true),
             "errors": errors,
         }),
     )

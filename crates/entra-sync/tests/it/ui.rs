@@ -578,6 +578,8 @@ async fn connections_are_set_up_edited_and_deleted_through_the_forms() {
 
     let page = ui.get("/ui/new-connection").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    // The default schedule's next three runs: hourly, on the hour.
+    assert_eq!(page.body.matches(":00:00 UTC").count(), 3, "{}", page.body);
     let good = csrf(&page.body);
     let fields = set_up_fields(&tenant, "fabrikam");
 
@@ -750,6 +752,22 @@ async fn connections_are_set_up_edited_and_deleted_through_the_forms() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert!(answer.body.contains("Sync (info) succeeded"), "{}", answer.body);
     assert!(answer.body.contains("href=\"/ui/runs/"), "{}", answer.body);
+
+    // Sync this group: the group and its members.
+    let group_id: i64 = sqlx::query_scalar("SELECT id FROM groups WHERE entra_id IS NOT NULL LIMIT 1")
+        .fetch_one(&ui.store.pool())
+        .await
+        .expect("a synced group");
+    let page = ui.get(&format!("/ui/groups/{group_id}")).await;
+    assert!(page.body.contains("Sync this group"), "{}", page.body);
+    let answer = ui
+        .post(
+            &format!("/ui/groups/{group_id}/sync"),
+            &[("csrf", &csrf(&page.body)), ("mode", "full")],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(answer.body.contains("Sync (full) succeeded"), "{}", answer.body);
 
     // No page ever shows the secret.
     for page in [
