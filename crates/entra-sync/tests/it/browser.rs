@@ -119,6 +119,7 @@ async fn the_admin_ui_end_to_end_in_chromium() {
         "01-sign-in",
         "03-set-up",
         "05-edit",
+        "05-edit-refused",
         "06-user-synced",
         "09-run-blocked",
         "11-history",
