@@ -96,10 +96,10 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-quic', '--disable-background-networking',
     '--disable-component-update', '--disable-sync'],
 });
+const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+const page = await context.newPage();
+watch(page);
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  watch(page);
 
   // Sign in with the API token.
   await page.goto(`${base}/ui/connections`);
@@ -299,6 +299,13 @@ try {
 
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL('**/ui/sign-in');
+} catch (error) {
+  // Where the browser was says more than a timeout does.
+  const main = await page.locator('main').first().textContent({ timeout: 1_000 }).catch(() => '(no page)');
+  console.error(`failed at ${page.url()}: ${main.replace(/\s+/g, ' ').trim().slice(0, 2_000)}`);
+  await page.screenshot({ path: `${screenshots}/failure.png`, fullPage: true }).catch(() => {});
+  if (problems.length) console.error(problems.join('\n'));
+  throw error;
 } finally {
   await browser.close();
 }
