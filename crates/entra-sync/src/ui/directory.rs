@@ -370,7 +370,7 @@ pub(super) async fn department(
         .await?
         .filter(|(_, organization, _)| ui.connection_of(organization).is_some())
         .ok_or_else(|| UiError::NotFound(format!("There is no department {id}.")))?;
-    members_page_html(
+    members_page(
         &ui,
         &session,
         "departments",
@@ -381,7 +381,7 @@ pub(super) async fn department(
     )
 }
 
-fn members_page_html(
+fn members_page(
     ui: &Ui,
     session: &Session,
     section: &str,

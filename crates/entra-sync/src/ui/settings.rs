@@ -6,7 +6,7 @@
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use entra_sync_core::map::Field;
@@ -595,8 +595,9 @@ pub(super) enum Change {
     Delete,
 }
 
+/// Which change a confirmation page asks about, and its form makes.
 #[derive(Debug, Deserialize)]
-pub(super) struct ChangeQuery {
+pub(super) struct ChangeTo {
     to: Change,
 }
 
@@ -605,7 +606,7 @@ pub(super) async fn confirm_change(
     State(ui): State<Ui>,
     Extension(session): Extension<Session>,
     Path(name): Path<String>,
-    Query(query): Query<ChangeQuery>,
+    Query(query): Query<ChangeTo>,
 ) -> Result<Html<String>, UiError> {
     editable(&ui, &name).await?;
     let (title, text, button) = match query.to {
@@ -639,15 +640,10 @@ pub(super) async fn confirm_change(
     )
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct ChangeForm {
-    to: Change,
-}
-
 pub(super) async fn change(
     State(ui): State<Ui>,
     Path(name): Path<String>,
-    axum::extract::Form(form): axum::extract::Form<ChangeForm>,
+    Form(form): Form<ChangeTo>,
 ) -> Result<Response, UiError> {
     let result = match form.to {
         Change::Enable | Change::Disable => ui
