@@ -1,6 +1,6 @@
 //! The directory pages: users (searchable, with status badges), a user's page (its directory
-//! record, its Microsoft data, why it is in or out of scope, its history), and groups and
-//! departments with their members.
+//! record, its Microsoft data, why it is in or out of scope, its history, Sync this user), and
+//! groups (with Sync this group) and departments with their members.
 
 use axum::Extension;
 use axum::extract::{Form, Path, Query, State};
