@@ -1,6 +1,6 @@
 //! The connections pages: the list (status, last run and its result, next run), a connection's
-//! settings as the config file has them (read-only), Test connection, and Sync Now with its
-//! confirmation and the live progress of the run it starts.
+//! settings (read-only here; `settings` edits those kept in the database), Test connection, and
+//! Sync Now with its confirmation and the live progress of the run it starts.
 
 use axum::Extension;
 use axum::extract::{Form, Path, State};
@@ -14,7 +14,7 @@ use super::{Ui, UiError};
 use crate::clock;
 use crate::config::{Connection, SecretSource};
 use crate::graph::permissions;
-use crate::serve::RunRefused;
+use crate::serve::{Origin, RunRefused};
 use crate::store::{RunRecord, Trigger};
 use crate::sync::{self, RunOptions};
 
@@ -38,8 +38,11 @@ pub(super) fn run_json(run: &RunRecord) -> Value {
     })
 }
 
-fn credential_text(connection: &Connection) -> String {
+fn credential_text(connection: &Connection, origin: Origin) -> String {
     match &connection.secret {
+        SecretSource::Inline(_) if origin == Origin::Api => {
+            "client secret (stored encrypted; not shown)".into()
+        }
         SecretSource::Inline(_) => "client secret (in the config file; not shown)".into(),
         SecretSource::Env(variable) => format!("client secret from the environment variable {variable}"),
         SecretSource::File(path) => format!("client secret from the file {}", path.display()),
@@ -117,7 +120,11 @@ async fn connection_page(
     context["section"] = json!("connections");
     context["tenant_id"] = json!(connection.tenant_id);
     context["client_id"] = json!(connection.client_id);
-    context["credential"] = json!(credential_text(connection));
+    let origin = ui
+        .runner
+        .connection(name)
+        .map_or(Origin::Config, |(_, origin)| origin);
+    context["credential"] = json!(credential_text(connection, origin));
     context["authority_url"] = json!(connection.authority_url.as_str());
     context["graph_url"] = json!(connection.graph_url.as_str());
     context["full_sync_every_hours"] = json!(connection.full_sync_every.as_secs() / 3600);
@@ -126,6 +133,12 @@ async fn connection_page(
     context["progress"] = progress_json(ui, connection).await?;
     context["tenant"] = ui.store.tenant_values(name, TENANT_VALUES).await?;
     context["notice"] = notice;
+    // Only connections kept in the database can be edited here; the config file's are the file's.
+    context["editable"] = json!(
+        ui.runner
+            .connection(name)
+            .is_some_and(|(_, origin)| origin == Origin::Api)
+    );
     ui.page("connection.html", session, context)
 }
 

@@ -1,10 +1,11 @@
 //! The directory pages: users (searchable, with status badges), a user's page (its directory
-//! record, its Microsoft data, why it is in or out of scope, its history), and groups and
-//! departments with their members.
+//! record, its Microsoft data, why it is in or out of scope, its history, Sync this user), and
+//! groups (with Sync this group) and departments with their members.
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
-use axum::response::Html;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
 use entra_sync_core::explain;
 use entra_sync_core::scope::ScopeDecision;
 use serde::Deserialize;
@@ -14,6 +15,8 @@ use super::auth::Session;
 use super::queries::{MAX_LISTED_USERS, UserRow};
 use super::{Ui, UiError};
 use crate::clock;
+use crate::serve::RunFailed;
+use crate::targeted::{OneMode, Subject};
 use crate::targets::Target;
 use crate::targets::directory::Directory;
 
@@ -140,6 +143,11 @@ pub(super) async fn user(
     Extension(session): Extension<Session>,
     Path(id): Path<i64>,
 ) -> Result<Html<String>, UiError> {
+    user_page(&ui, &session, id, Value::Null).await
+}
+
+/// A user's page, with the result of a one-user sync when there was one.
+async fn user_page(ui: &Ui, session: &Session, id: i64, notice: Value) -> Result<Html<String>, UiError> {
     let not_found = || UiError::NotFound(format!("There is no user {id}."));
     let user = ui.store.user_row(id).await?.ok_or_else(not_found)?;
     let shared = ui.connection_of(&user.organization).ok_or_else(not_found)?;
@@ -152,10 +160,11 @@ pub(super) async fn user(
     let mut context = json!({
         "title": user.attributes.get("display_name").and_then(Value::as_str).unwrap_or("User"),
         "section": "users",
-        "user": user_json(&ui, &user),
+        "user": user_json(ui, &user),
         "connection": connection.name,
         "attributes": attributes,
         "groups": user.groups,
+        "notice": notice,
     });
     if let Some(entra_id) = &user.entra_id {
         let state = ui
@@ -194,7 +203,74 @@ pub(super) async fn user(
             .collect();
         context["actions"] = json!(actions);
     }
-    ui.page("user.html", &session, context)
+    ui.page("user.html", session, context)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct OneSyncForm {
+    #[serde(default)]
+    mode: OneMode,
+}
+
+/// Sync this user: info, downstream or full, through the same one-user sync as the API; the
+/// page shows the run's result with a link to it.
+pub(super) async fn sync_user(
+    State(ui): State<Ui>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<i64>,
+    Form(form): Form<OneSyncForm>,
+) -> Result<Response, UiError> {
+    let not_found = || UiError::NotFound(format!("There is no user {id}."));
+    let user = ui.store.user_row(id).await?.ok_or_else(not_found)?;
+    let connection = ui.connection_of(&user.organization).ok_or_else(not_found)?;
+    let Some(entra_id) = user.entra_id.clone() else {
+        return Err(UiError::Conflict(
+            "This user is not linked to Entra, so there is nothing to sync it from.".into(),
+        ));
+    };
+    let (status, notice) = one_sync(&ui, &connection.name, Subject::User(entra_id), form.mode).await?;
+    let page = user_page(&ui, &session, id, notice).await?;
+    Ok((status, page).into_response())
+}
+
+/// Runs a one-user or one-group sync and says how it went, as a page notice.
+async fn one_sync(
+    ui: &Ui,
+    connection: &str,
+    subject: Subject,
+    mode: OneMode,
+) -> Result<(StatusCode, Value), UiError> {
+    let permit = match ui.runner.try_begin(connection) {
+        Ok(permit) => permit,
+        Err(refused) => {
+            return Ok((
+                StatusCode::CONFLICT,
+                json!({ "kind": "error", "text": refused.to_string() }),
+            ));
+        }
+    };
+    match ui.runner.run_one(permit, subject, mode).await {
+        Ok(summary) => {
+            let kind = if summary.status == "succeeded" {
+                "ok"
+            } else {
+                "error"
+            };
+            let mut text = format!("Sync ({}) {}", mode.as_str(), summary.status);
+            if let Some(error) = &summary.error {
+                text.push_str(&format!(": {error}"));
+            }
+            Ok((
+                StatusCode::OK,
+                json!({ "kind": kind, "text": text, "run_id": summary.run_id }),
+            ))
+        }
+        Err(RunFailed::Sync(error)) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "kind": "error", "text": format!("The sync cannot start: {error}") }),
+        )),
+        Err(error) => Err(UiError::Internal(error.to_string())),
+    }
 }
 
 pub(super) async fn groups(
@@ -221,13 +297,47 @@ pub(super) async fn group(
     Extension(session): Extension<Session>,
     Path(id): Path<i64>,
 ) -> Result<Html<String>, UiError> {
-    let (name, organization, members) = ui
+    group_page(&ui, &session, id, Value::Null).await
+}
+
+async fn group_page(ui: &Ui, session: &Session, id: i64, notice: Value) -> Result<Html<String>, UiError> {
+    let group = ui
         .store
         .group_members(id)
         .await?
-        .filter(|(_, organization, _)| ui.connection_of(organization).is_some())
+        .filter(|group| ui.connection_of(&group.organization).is_some())
         .ok_or_else(|| UiError::NotFound(format!("There is no group {id}.")))?;
-    members_page(&ui, &session, "groups", "Group", &name, &organization, &members)
+    let mut page = members_context(
+        ui,
+        "groups",
+        "Group",
+        &group.name,
+        &group.organization,
+        &group.members,
+    );
+    page["group"] = json!({ "id": id, "linked": group.entra_id.is_some() });
+    page["notice"] = notice;
+    ui.page("members.html", session, page)
+}
+
+/// Sync this group: the group and every direct member user, as the API's one-group sync.
+pub(super) async fn sync_group(
+    State(ui): State<Ui>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<i64>,
+    Form(form): Form<OneSyncForm>,
+) -> Result<Response, UiError> {
+    let not_found = || UiError::NotFound(format!("There is no group {id}."));
+    let group = ui.store.group_members(id).await?.ok_or_else(not_found)?;
+    let connection = ui.connection_of(&group.organization).ok_or_else(not_found)?;
+    let Some(entra_id) = group.entra_id else {
+        return Err(UiError::Conflict(
+            "This group is not linked to Entra, so there is nothing to sync it from.".into(),
+        ));
+    };
+    let (status, notice) = one_sync(&ui, &connection.name, Subject::Group(entra_id), form.mode).await?;
+    let page = group_page(&ui, &session, id, notice).await?;
+    Ok((status, page).into_response())
 }
 
 pub(super) async fn departments(
@@ -280,16 +390,24 @@ fn members_page(
     organization: &str,
     members: &[UserRow],
 ) -> Result<Html<String>, UiError> {
-    ui.page(
-        "members.html",
-        session,
-        json!({
-            "title": format!("{kind} {name}"),
-            "section": section,
-            "kind": kind,
-            "name": name,
-            "organization": organization,
-            "users": members.iter().map(|user| user_json(ui, user)).collect::<Vec<_>>(),
-        }),
-    )
+    let context = members_context(ui, section, kind, name, organization, members);
+    ui.page("members.html", session, context)
+}
+
+fn members_context(
+    ui: &Ui,
+    section: &str,
+    kind: &str,
+    name: &str,
+    organization: &str,
+    members: &[UserRow],
+) -> Value {
+    json!({
+        "title": format!("{kind} {name}"),
+        "section": section,
+        "kind": kind,
+        "name": name,
+        "organization": organization,
+        "users": members.iter().map(|user| user_json(ui, user)).collect::<Vec<_>>(),
+    })
 }

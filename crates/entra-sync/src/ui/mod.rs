@@ -10,6 +10,7 @@ mod connections;
 mod directory;
 mod history;
 mod queries;
+mod settings;
 
 use std::sync::Arc;
 
@@ -45,10 +46,19 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("groups.html", include_str!("templates/groups.html")),
     ("departments.html", include_str!("templates/departments.html")),
     ("members.html", include_str!("templates/members.html")),
+    (
+        "connection_form.html",
+        include_str!("templates/connection_form.html"),
+    ),
+    (
+        "confirm_change.html",
+        include_str!("templates/confirm_change.html"),
+    ),
 ];
 
 const HTMX: &str = include_str!("static/htmx.min.js");
 const CSS: &str = include_str!("static/app.css");
+const PICKER: &str = include_str!("static/picker.js");
 
 /// What the pages share.
 #[derive(Clone)]
@@ -77,6 +87,18 @@ pub fn router(store: Store, runner: Arc<Runner>) -> Router {
         .route("/ui/sign-out", post(auth::sign_out))
         .route("/ui/connections", get(connections::list))
         .route("/ui/connections/{name}", get(connections::show))
+        .route(
+            "/ui/new-connection",
+            get(settings::new_form).post(settings::create),
+        )
+        .route(
+            "/ui/connections/{name}/edit",
+            get(settings::edit_form).post(settings::edit),
+        )
+        .route(
+            "/ui/connections/{name}/change",
+            get(settings::confirm_change).post(settings::change),
+        )
         .route("/ui/connections/{name}/progress", get(connections::progress))
         .route(
             "/ui/connections/{name}/sync",
@@ -89,8 +111,10 @@ pub fn router(store: Store, runner: Arc<Runner>) -> Router {
         .route("/ui/runs/{id}/discard", post(history::discard))
         .route("/ui/users", get(directory::users))
         .route("/ui/users/{id}", get(directory::user))
+        .route("/ui/users/{id}/sync", post(directory::sync_user))
         .route("/ui/groups", get(directory::groups))
         .route("/ui/groups/{id}", get(directory::group))
+        .route("/ui/groups/{id}/sync", post(directory::sync_group))
         .route("/ui/departments", get(directory::departments))
         .route("/ui/departments/{id}", get(directory::department))
         // Without it an unknown page would get the JSON API's 404.
@@ -108,6 +132,10 @@ pub fn router(store: Store, runner: Arc<Runner>) -> Router {
             get(|| async { asset(HTMX, "text/javascript") }),
         )
         .route("/ui/static/app.css", get(|| async { asset(CSS, "text/css") }))
+        .route(
+            "/ui/static/picker.js",
+            get(|| async { asset(PICKER, "text/javascript") }),
+        )
         .with_state(ui)
 }
 

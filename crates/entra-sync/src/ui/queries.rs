@@ -59,6 +59,15 @@ fn user_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRow, StoreError> {
     })
 }
 
+/// A directory group and its members.
+pub(crate) struct GroupMembers {
+    pub(crate) name: String,
+    pub(crate) organization: String,
+    /// The Entra group it was synced from; `None` for a group made in the directory.
+    pub(crate) entra_id: Option<String>,
+    pub(crate) members: Vec<UserRow>,
+}
+
 impl Store {
     /// Stores the admin password's argon2 hash, replacing any earlier one.
     pub(crate) async fn set_admin_password_hash(
@@ -278,12 +287,9 @@ impl Store {
     }
 
     /// A directory group's name and organization, with its members.
-    pub(crate) async fn group_members(
-        &self,
-        group_id: i64,
-    ) -> Result<Option<(String, String, Vec<UserRow>)>, StoreError> {
+    pub(crate) async fn group_members(&self, group_id: i64) -> Result<Option<GroupMembers>, StoreError> {
         let group = sqlx::query(
-            "SELECT g.name, o.name FROM groups g JOIN organizations o ON o.id = g.organization_id WHERE g.id = ?",
+            "SELECT g.name, o.name, g.entra_id FROM groups g JOIN organizations o ON o.id = g.organization_id WHERE g.id = ?",
         )
         .bind(group_id)
         .fetch_optional(&self.pool)
@@ -302,7 +308,12 @@ impl Store {
         .await
         .doing("reading a group's members")?;
         let members = rows.iter().map(user_row).collect::<Result<_, _>>()?;
-        Ok(Some((group.get(0), group.get(1), members)))
+        Ok(Some(GroupMembers {
+            name: group.get(0),
+            organization: group.get(1),
+            entra_id: group.get(2),
+            members,
+        }))
     }
 
     /// A directory department's name and organization, with its users.

@@ -32,6 +32,17 @@ fn missing_tools(browser_dir: &Path) -> Vec<String> {
     missing
 }
 
+/// The emulated tenant's credentials as the form takes them: `TENANT_ID`, `CLIENT_ID` and
+/// `CLIENT_SECRET` from its config lines.
+fn credentials(config_lines: &str) -> Vec<(String, String)> {
+    config_lines
+        .lines()
+        .filter_map(|line| line.split_once(" = "))
+        .filter(|(key, _)| matches!(*key, "tenant_id" | "client_id" | "client_secret"))
+        .map(|(key, value)| (key.to_uppercase(), value.trim_matches('"').to_owned()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_ui_end_to_end_in_chromium() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -55,14 +66,9 @@ async fn the_admin_ui_end_to_end_in_chromium() {
         ..graph_emulator::EmulatorOptions::default()
     })
     .await;
-    let workspace = Workspace::new(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}schedule = \"every 24h\"\n",
-        tenant.connection("contoso")
-    ));
-    // A first sync before the service starts, so its scheduler has nothing due: every run in
-    // the browser is a Sync Now.
-    let (summary, code) = workspace.sync(&[]).await;
-    assert_eq!(code, 0, "{summary}");
+    // No connection in the config file: the browser sets one up through the form, and the
+    // scheduler gives it its first run at once.
+    let workspace = Workspace::new("[server]\nlisten = \"127.0.0.1:0\"\n");
     let output = workspace.run(&["token", "create", "--name", "browser"]).await;
     assert!(output.status.success());
     let token = String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned();
@@ -93,6 +99,7 @@ async fn the_admin_ui_end_to_end_in_chromium() {
         .env("BASE_URL", &base)
         .env("TOKEN", &token)
         .env("EMULATOR_URL", tenant.emulator.url())
+        .envs(credentials(&tenant.emulator.config_lines()))
         .env("SCREENSHOTS", &screenshots)
         .env("CHROMIUM", CHROMIUM)
         .kill_on_drop(true)
@@ -108,7 +115,16 @@ async fn the_admin_ui_end_to_end_in_chromium() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    for page in ["01-sign-in", "05-user", "09-run-blocked", "11-history"] {
+    for page in [
+        "01-sign-in",
+        "03-set-up",
+        "05-edit",
+        "05-edit-refused",
+        "06-user-synced",
+        "09-run-blocked",
+        "11-history",
+        "20-disable-confirm",
+    ] {
         for width in [1280, 390] {
             let shot = screenshots.join(format!("{page}-{width}.png"));
             assert!(shot.exists(), "no screenshot {}", shot.display());

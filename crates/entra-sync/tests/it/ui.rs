@@ -111,17 +111,22 @@ impl Ui {
     /// Sync Now through its confirmation page; waits for the run to end and returns the progress
     /// block with its result.
     async fn sync_now(&mut self) -> String {
-        let page = self.get("/ui/connections/contoso/sync").await;
+        self.sync_now_of("contoso").await
+    }
+
+    /// Sync Now of the connection `name`.
+    async fn sync_now_of(&mut self, name: &str) -> String {
+        let page = self.get(&format!("/ui/connections/{name}/sync")).await;
         let answer = self
             .post(
-                "/ui/connections/contoso/sync",
+                &format!("/ui/connections/{name}/sync"),
                 &[("csrf", &csrf(&page.body)), ("mode", "delta")],
             )
             .await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-        assert_eq!(answer.location.as_deref(), Some("/ui/connections/contoso"));
+        assert_eq!(answer.location, Some(format!("/ui/connections/{name}")));
         for _ in 0..400 {
-            let progress = self.get("/ui/connections/contoso/progress").await;
+            let progress = self.get(&format!("/ui/connections/{name}/progress")).await;
             if progress.body.contains("data-state=\"idle\"") {
                 assert!(!progress.body.contains("hx-trigger"), "{}", progress.body);
                 return progress.body;
@@ -170,6 +175,7 @@ const PAGES: &[&str] = &[
     "/ui/connections/contoso",
     "/ui/connections/contoso/sync",
     "/ui/connections/contoso/progress",
+    "/ui/new-connection",
     "/ui/runs",
     "/ui/runs/1",
     "/ui/users",
@@ -185,6 +191,11 @@ const FORMS: &[&str] = &[
     "/ui/connections/contoso/test",
     "/ui/runs/1/approve",
     "/ui/runs/1/discard",
+    "/ui/new-connection",
+    "/ui/connections/contoso/edit",
+    "/ui/connections/contoso/change",
+    "/ui/users/1/sync",
+    "/ui/groups/1/sync",
     "/ui/sign-out",
 ];
 
@@ -497,4 +508,324 @@ async fn sync_now_says_why_a_run_cannot_start() {
     assert!(answer.body.contains("No token"), "{}", answer.body);
     let list = ui.get("/ui/connections").await;
     assert!(list.body.contains("Test failed"), "{}", list.body);
+}
+
+/// The Set up form's fields for a connection named `name` to the emulated tenant: its config
+/// lines (ids, secret, endpoints) as form fields.
+fn set_up_fields(tenant: &Tenant, name: &str) -> Vec<(String, String)> {
+    let mut fields = vec![("name".to_owned(), name.to_owned())];
+    for line in tenant.emulator.config_lines().lines() {
+        let (key, value) = line.split_once(" = ").expect("key = value");
+        fields.push((key.to_owned(), value.trim_matches('"').to_owned()));
+    }
+    fields.extend([
+        ("interval".to_owned(), "1d".to_owned()),
+        ("start_at".to_owned(), "03:30".to_owned()),
+        ("sync_departments".to_owned(), "true".to_owned()),
+        ("sync_groups".to_owned(), "true".to_owned()),
+        (
+            "remove_group_assignments_not_in_entra".to_owned(),
+            "true".to_owned(),
+        ),
+    ]);
+    fields
+}
+
+fn with<'a>(
+    fields: &'a [(String, String)],
+    csrf: &'a str,
+    changes: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut form: Vec<(&str, &str)> = vec![("csrf", csrf)];
+    for (key, value) in fields {
+        match changes.iter().find(|(changed, _)| changed == key) {
+            Some(change) => form.push(*change),
+            None => form.push((key, value)),
+        }
+    }
+    for change in changes {
+        if !fields.iter().any(|(key, _)| key == change.0) {
+            form.push(*change);
+        }
+    }
+    form
+}
+
+#[tokio::test]
+async fn connections_are_set_up_edited_and_deleted_through_the_forms() {
+    let tenant = Tenant::start(20, 3).await;
+    let secret = tenant
+        .emulator
+        .config_lines()
+        .lines()
+        .find_map(|line| line.strip_prefix("client_secret = "))
+        .expect("a secret")
+        .trim_matches('"')
+        .to_owned();
+    let mut ui = Ui::new(CONTOSO).await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    ui.sign_in(&token).await;
+
+    // The config file's connection is read-only here: no Edit, and its edit page refuses.
+    let page = ui.get("/ui/connections/contoso").await;
+    assert!(page.body.contains("data-test=\"read-only\""), "{}", page.body);
+    assert!(!page.body.contains("/edit\""), "{}", page.body);
+    assert!(!page.body.contains("change?to="), "{}", page.body);
+    assert_eq!(
+        ui.get("/ui/connections/contoso/edit").await.status,
+        StatusCode::CONFLICT
+    );
+
+    let page = ui.get("/ui/new-connection").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    // The default schedule's next three runs: hourly, on the hour.
+    assert_eq!(page.body.matches(":00:00 UTC").count(), 3, "{}", page.body);
+    let good = csrf(&page.body);
+    let fields = set_up_fields(&tenant, "fabrikam");
+
+    // Without the CSRF token, or with a forged one, nothing is made.
+    for token in ["", "forged"] {
+        let mut form = with(&fields, token, &[]);
+        if token.is_empty() {
+            form.remove(0);
+        }
+        let answer = ui.post("/ui/new-connection", &form).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+        assert!(!answer.body.contains(&secret), "{}", answer.body);
+    }
+    assert!(ui.runner.connection("fabrikam").is_none());
+
+    // Validation errors are shown above the form with the Runner's message, and what was typed
+    // is kept, except the secret.
+    for (changes, message) in [
+        (vec![("client_secret", "")], "client_secret is required"),
+        (vec![("name", "with space")], "use 1 to 64 letters"),
+        (vec![("organization", "contoso")], "belongs to connection"),
+        (vec![("start_at", "25:99")], "start_at"),
+        (
+            vec![("schedule_kind", "cron"), ("cron", "not a cron")],
+            "schedule",
+        ),
+        (vec![("max_deprovisions", "many")], "is not a whole number"),
+        (
+            vec![("roles_from", "jobTitle"), ("unit_from", "jobTitle")],
+            "roles_from",
+        ),
+    ] {
+        let answer = ui
+            .post("/ui/new-connection", &with(&fields, &good, &changes))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{changes:?}: {}",
+            answer.body
+        );
+        assert!(
+            answer.body.contains("data-test=\"form-errors\""),
+            "{}",
+            answer.body
+        );
+        assert!(
+            answer.body.contains(message),
+            "{message} missing for {changes:?}: {}",
+            answer.body
+        );
+        assert!(
+            !answer.body.contains(&secret),
+            "the secret is echoed: {}",
+            answer.body
+        );
+        assert!(
+            answer.body.contains("value=\"03:30\"")
+                || changes[0].0 == "start_at"
+                || changes[0].0 == "schedule_kind",
+            "{}",
+            answer.body
+        );
+    }
+    assert!(ui.runner.connection("fabrikam").is_none());
+
+    let answer = ui.post("/ui/new-connection", &with(&fields, &good, &[])).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(answer.location.as_deref(), Some("/ui/connections/fabrikam"));
+    let page = ui.get("/ui/connections/fabrikam").await;
+    assert!(
+        page.body.contains("/ui/connections/fabrikam/edit"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("data-test=\"read-only\""), "{}", page.body);
+    assert!(page.body.contains("stored encrypted; not shown"), "{}", page.body);
+    let progress = ui.sync_now_of("fabrikam").await;
+    assert!(progress.contains("<dt>created</dt> <dd>20</dd>"), "{progress}");
+
+    // Edit: the secret field is empty, the picker lists the tenant's groups; leaving the secret
+    // empty keeps the stored one.
+    let page = ui.get("/ui/connections/fabrikam/edit").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("name=\"client_secret\" value=\"\""),
+        "{}",
+        page.body
+    );
+    let group = tenant.groups().await[0]["displayName"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+    assert!(
+        page.body.contains(&format!("value=\"{group}\"")),
+        "{group}: {}",
+        page.body
+    );
+    assert!(page.body.contains("data-test=\"next-runs\""), "{}", page.body);
+    let good = csrf(&page.body);
+    let answer = ui
+        .post(
+            "/ui/connections/fabrikam/edit",
+            &with(
+                &fields,
+                &good,
+                &[
+                    ("client_secret", ""),
+                    ("name", ""),
+                    ("scope_groups", &group),
+                    ("on_out_of_scope", "disable"),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let (connection, _) = ui.runner.connection("fabrikam").expect("the connection");
+    assert_eq!(connection.policy.scope.groups, vec![group.clone()]);
+    assert_eq!(
+        serde_json::to_value(connection.policy.on_out_of_scope).expect("JSON"),
+        "disable"
+    );
+    let progress = ui.sync_now_of("fabrikam").await;
+    assert!(
+        progress.contains("data-test=\"last-status\">succeeded"),
+        "{progress}"
+    );
+
+    // The edit form keeps what it was given, and a refused edit says why.
+    let page = ui.get("/ui/connections/fabrikam/edit").await;
+    assert!(
+        page.body.contains(&format!("value=\"{group}\" checked")),
+        "{}",
+        page.body
+    );
+    let answer = ui
+        .post(
+            "/ui/connections/fabrikam/edit",
+            &with(
+                &fields,
+                &csrf(&page.body),
+                &[("client_secret", ""), ("graph_url", "http://127.0.0.1:1")],
+            ),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer.body);
+    assert!(
+        answer.body.contains("client_secret given again"),
+        "{}",
+        answer.body
+    );
+
+    // Sync this user: the one-user sync, its run linked.
+    let user = ui
+        .store
+        .users("fabrikam")
+        .await
+        .expect("users")
+        .into_iter()
+        .next()
+        .expect("a user");
+    let page = ui.get(&format!("/ui/users/{}", user.id)).await;
+    assert!(page.body.contains("Sync this user"), "{}", page.body);
+    let answer = ui
+        .post(
+            &format!("/ui/users/{}/sync", user.id),
+            &[("csrf", &csrf(&page.body)), ("mode", "info")],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(answer.body.contains("Sync (info) succeeded"), "{}", answer.body);
+    assert!(answer.body.contains("href=\"/ui/runs/"), "{}", answer.body);
+
+    // Sync this group: the group and its members.
+    let group_id: i64 = sqlx::query_scalar("SELECT id FROM groups WHERE entra_id IS NOT NULL LIMIT 1")
+        .fetch_one(&ui.store.pool())
+        .await
+        .expect("a synced group");
+    let page = ui.get(&format!("/ui/groups/{group_id}")).await;
+    assert!(page.body.contains("Sync this group"), "{}", page.body);
+    let answer = ui
+        .post(
+            &format!("/ui/groups/{group_id}/sync"),
+            &[("csrf", &csrf(&page.body)), ("mode", "full")],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(answer.body.contains("Sync (full) succeeded"), "{}", answer.body);
+
+    // No page ever shows the secret.
+    for page in [
+        "/ui/connections",
+        "/ui/connections/fabrikam",
+        "/ui/connections/fabrikam/edit",
+        "/ui/connections/fabrikam/sync",
+        "/ui/runs",
+    ] {
+        let answer = ui.get(page).await;
+        assert!(!answer.body.contains(&secret), "{page} shows the secret");
+    }
+
+    // Disable and Enable, then Delete, each behind a confirmation.
+    for (to, enabled) in [("disable", false), ("enable", true)] {
+        let page = ui.get(&format!("/ui/connections/fabrikam/change?to={to}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let answer = ui
+            .post(
+                "/ui/connections/fabrikam/change",
+                &[("csrf", &csrf(&page.body)), ("to", to)],
+            )
+            .await;
+        assert_eq!(
+            answer.location.as_deref(),
+            Some("/ui/connections/fabrikam"),
+            "{}",
+            answer.body
+        );
+        assert_eq!(
+            ui.runner.connection("fabrikam").expect("there").0.enabled,
+            enabled
+        );
+    }
+    let page = ui.get("/ui/connections/fabrikam/change?to=delete").await;
+    assert!(page.body.contains("Delete the connection"), "{}", page.body);
+    let answer = ui
+        .post("/ui/connections/fabrikam/change", &[("to", "delete")])
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    let answer = ui
+        .post(
+            "/ui/connections/fabrikam/change",
+            &[("csrf", &csrf(&page.body)), ("to", "delete")],
+        )
+        .await;
+    assert_eq!(
+        answer.location.as_deref(),
+        Some("/ui/connections"),
+        "{}",
+        answer.body
+    );
+    assert!(ui.runner.connection("fabrikam").is_none());
+    let answer = ui
+        .post(
+            "/ui/connections/contoso/change",
+            &[("csrf", &csrf(&page.body)), ("to", "delete")],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
 }
