@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use super::auth::Session;
 use super::{Ui, UiError};
 use crate::clock;
+use entra_sync_core::map::{Attributes, Field};
+
 use crate::config::{Connection, SecretSource};
 use crate::graph::permissions;
 use crate::serve::{Origin, RunRefused};
@@ -133,6 +135,7 @@ async fn connection_page(
     context["progress"] = progress_json(ui, connection).await?;
     context["tenant"] = ui.store.tenant_values(name, TENANT_VALUES).await?;
     context["notice"] = notice;
+    context["welcome"] = welcome_preview(connection);
     // Only connections kept in the database can be edited here; the config file's are the file's.
     context["editable"] = json!(
         ui.runner
@@ -140,6 +143,31 @@ async fn connection_page(
             .is_some_and(|(_, origin)| origin == Origin::Api)
     );
     ui.page("connection.html", session, context)
+}
+
+/// The welcome email's server and its template rendered for a sample new hire, so an admin sees
+/// what a created user will receive before any is sent.
+fn welcome_preview(connection: &Connection) -> Value {
+    let Some(email) = &connection.email else {
+        return Value::Null;
+    };
+    let sample: Attributes = [
+        (Field::GivenName, "Ada"),
+        (Field::Surname, "Lovelace"),
+        (Field::DisplayName, "Ada Lovelace"),
+        (Field::Email, "ada.lovelace@example.com"),
+        (Field::UserPrincipalName, "ada.lovelace@example.com"),
+        (Field::JobTitle, "Analyst"),
+    ]
+    .into_iter()
+    .map(|(field, value)| (field, value.to_owned()))
+    .collect();
+    json!({
+        "server": format!("{}:{} ({})", email.host, email.port, email.tls.as_str()),
+        "from": email.from.to_string(),
+        "subject": email.subject.render(&sample, &connection.organization),
+        "body": email.body.render(&sample, &connection.organization),
+    })
 }
 
 pub(super) async fn show(

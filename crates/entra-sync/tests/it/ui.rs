@@ -829,3 +829,26 @@ async fn connections_are_set_up_edited_and_deleted_through_the_forms() {
         .await;
     assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
 }
+
+#[tokio::test]
+async fn the_connection_page_previews_the_welcome_email() {
+    let mut ui = Ui::new(concat!(
+        "[[connections]]\nname = \"contoso\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret_env = \"ENTRA_SYNC_UI_TEST_UNSET\"\n",
+        "[connections.options]\nwelcome_email = true\n",
+        "[connections.email]\nhost = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"IT <it@contoso.example>\"\n",
+        "subject = \"Welcome to {organization}, {first_name}\"\nbody = \"Hello {display_name}, your login is {email}.\"\n",
+    ))
+    .await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    ui.sign_in(&token).await;
+    let page = ui.get("/ui/connections/contoso").await;
+    assert_eq!(page.status, StatusCode::OK);
+    for expected in [
+        "data-test=\"welcome-preview\"",
+        "Welcome to contoso, Ada",
+        "Hello Ada Lovelace, your login is ada.lovelace@example.com.",
+        "127.0.0.1:25 (none)",
+    ] {
+        assert!(page.body.contains(expected), "{expected} in {}", page.body);
+    }
+}
