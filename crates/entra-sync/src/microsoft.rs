@@ -47,7 +47,9 @@ fn refused(error: &Error) -> Option<&str> {
 /// The warning for a refused sign-in or MFA read, by Graph's code.
 fn audit_warning(what: &str, code: &str) -> String {
     if code.eq_ignore_ascii_case("Authentication_RequestFromNonPremiumTenantOrB2CTenant") {
-        format!("{what} unavailable: the tenant has no Entra ID P1/P2 licence (403 {code}); they need one")
+        format!(
+            "{what} unavailable: the tenant has no Entra ID P1 or P2 licence (403 {code}); Graph shares them only with premium tenants"
+        )
     } else {
         format!(
             "{what} unavailable: the app lacks AuditLog.Read.All (403 {code}): grant it as an Application permission with admin consent"

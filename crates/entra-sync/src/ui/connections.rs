@@ -126,6 +126,12 @@ async fn connection_page(
     context["progress"] = progress_json(ui, connection).await?;
     context["tenant"] = ui.store.tenant_values(name, TENANT_VALUES).await?;
     context["notice"] = notice;
+    let microsoft = crate::microsoft::status(&ui.store, name).await?;
+    context["microsoft_data"] = json!({
+        "enabled": connection.microsoft_data,
+        "read_at": microsoft.read_at,
+        "warnings": microsoft.warnings,
+    });
     ui.page("connection.html", session, context)
 }
 
