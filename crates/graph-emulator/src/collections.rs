@@ -444,6 +444,11 @@ pub(crate) fn get_user(request: &Request<'_>, key: &str) -> Response {
         Ok(props) => props,
         Err(response) => return response,
     };
+    if props.contains(&USER_SIGN_IN_ACTIVITY)
+        && let Err(refused) = audit_log_allowed(request)
+    {
+        return refused;
+    }
     let directory = request.state.read();
     let found = match directory.users.get_key_value(key) {
         Some((id, user)) => Some((&**id, user)),

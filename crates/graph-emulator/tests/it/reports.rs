@@ -105,7 +105,12 @@ async fn missing_permissions_and_a_tenant_without_premium_answer_graphs_403s() {
         .await;
     emulator.token = emulator.fetch_token().await;
     assert_eq!(emulator.get("subscribedSkus").await.status, StatusCode::OK);
-    for path in ["users?$select=id,signInActivity", REPORT] {
+    let one = emulator.get_ok("users?$top=1").await["value"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let one = format!("users/{one}?$select=id,signInActivity");
+    for path in ["users?$select=id,signInActivity", REPORT, one.as_str()] {
         let answer = emulator.get(path).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
         assert_eq!(
