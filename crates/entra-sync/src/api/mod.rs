@@ -369,7 +369,14 @@ async fn test_connection(
         Err(error) => (false, json!({ "ok": false, "error": error }), Value::Null),
         Ok(Some(granted)) => {
             let missing = permissions::missing(&granted);
-            let permissions = json!({ "granted": granted, "missing": missing });
+            // Not needed to sync: what the Microsoft data would also read (licence names,
+            // sign-ins and MFA registration).
+            let optional_missing = permissions::missing_of(permissions::OPTIONAL, &granted);
+            let permissions = json!({
+                "granted": granted,
+                "missing": missing,
+                "optional_missing": optional_missing,
+            });
             (missing.is_empty(), json!({ "ok": true }), permissions)
         }
         // Only a sync can tell then: Graph enforces the permissions either way.

@@ -108,7 +108,7 @@ const OPERATIONS: &[Operation] = &[
         query: &[],
         success: (
             "200",
-            "{connection, ok, token: {ok, error}, permissions: {granted, missing}, required}",
+            "{connection, ok, token: {ok, error}, permissions: {granted, missing, optional_missing}, required}",
         ),
         token: true,
     },

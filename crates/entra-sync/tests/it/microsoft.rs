@@ -145,6 +145,20 @@ async fn a_tenant_that_refuses_the_data_leaves_a_warning_on_the_connection_not_a
         )
         .await;
     let api = Api::new(&tenant.connection("contoso")).await;
+    let (_, test) = api
+        .call(
+            Method::POST,
+            "/api/v1/connections/contoso/test",
+            Some(&api.token.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(test["ok"], true, "enough to sync: {test}");
+    assert_eq!(
+        test["permissions"]["optional_missing"],
+        json!(["LicenseAssignment.Read.All", "AuditLog.Read.All"]),
+        "{test}"
+    );
     let (status, summary) = api
         .call(
             Method::POST,
