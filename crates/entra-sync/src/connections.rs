@@ -21,6 +21,10 @@ const SERVER_SIDE_KEYS: [&str; 4] = [
     "private_key_file",
 ];
 
+/// Keys of `[connections.email]` the API refuses, for the same reason: the SMTP password would
+/// go to a mail server the API's client chose, and a body file would be read off the server.
+const SERVER_SIDE_EMAIL_KEYS: [&str; 3] = ["password_env", "password_file", "body_file"];
+
 /// The longest connection name; it appears in URLs and log lines.
 const MAX_NAME_LEN: usize = 64;
 
@@ -43,6 +47,19 @@ pub fn take_secret(body: Value) -> Result<(Map<String, Value>, Option<String>), 
     if let Some(key) = SERVER_SIDE_KEYS.iter().find(|key| definition.contains_key(**key)) {
         return Err(format!(
             "{key} is accepted only in the config file; through the API, give the secret's Value as client_secret"
+        ));
+    }
+    if let Some(key) = definition
+        .get("email")
+        .and_then(Value::as_object)
+        .and_then(|email| {
+            SERVER_SIDE_EMAIL_KEYS
+                .iter()
+                .find(|key| email.contains_key(**key))
+        })
+    {
+        return Err(format!(
+            "email.{key} is accepted only in the config file; through the API, give the template as email.body and define a mail server that needs a password in the config file"
         ));
     }
     let secret = match definition.remove("client_secret") {
@@ -267,6 +284,10 @@ mod tests {
         for key in SERVER_SIDE_KEYS {
             let error = take_secret(json!({ "name": "x", key: "/etc/shadow" })).expect_err(key);
             assert!(error.contains(key), "{error}");
+        }
+        for key in SERVER_SIDE_EMAIL_KEYS {
+            let error = take_secret(json!({ "name": "x", "email": { key: "/etc/shadow" } })).expect_err(key);
+            assert!(error.contains(&format!("email.{key}")), "{error}");
         }
         let error = take_secret(json!({ "client_secret": 42 })).expect_err("a number");
         assert!(!error.contains("42"), "{error}");

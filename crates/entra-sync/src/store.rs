@@ -28,6 +28,12 @@ const MIGRATIONS: &[&str] = &[
 /// Rows per multi-row INSERT; SQLite allows 32,766 bound values per statement.
 pub(crate) const ROWS_PER_INSERT: usize = 500;
 
+/// Page cache per connection, in KiB.
+const PAGE_CACHE_KIB: u32 = 32 * 1024;
+
+/// WAL pages (4 KiB each) after which a commit checkpoints the WAL into the database.
+const WAL_CHECKPOINT_PAGES: u32 = 16_384;
+
 /// A store failure, with what the store was doing.
 #[derive(Debug, thiserror::Error)]
 #[error("database error while {doing}: {source}")]
@@ -188,6 +194,17 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
+            // A full sync writes a few hundred MB through B-trees keyed by random GUIDs: with
+            // SQLite's default 2 MB page cache it spills and re-reads pages mid-transaction.
+            // The cache is a ceiling, filled only as pages are used.
+            .pragma("cache_size", format!("-{}", PAGE_CACHE_KIB))
+            // Multi-row upserts keep a statement journal; in memory it is never written to disk.
+            .pragma("temp_store", "memory")
+            // Fewer, larger checkpoints: pages rewritten by several batches are copied back once.
+            .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string())
+            // Whole-directory reads stream rows from SQLite's thread; a deeper buffer means
+            // fewer thread hand-offs per row.
+            .row_buffer_size(1024)
             // Whole-tenant reads are long by design; sqlx's slow-statement warning is noise here.
             .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
@@ -426,7 +443,7 @@ impl Store {
         Ok(())
     }
 
-    /// Records a run's actions (with outcomes) and conflicts.
+    /// Records a run's actions with their outcomes (a plan not applied: dry run or blocked).
     pub async fn record_actions(
         &self,
         run_id: i64,
@@ -435,32 +452,7 @@ impl Store {
         outcomes: &[Option<String>],
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.doing("recording the run's actions")?;
-        let rows: Vec<(usize, &Action, &Option<String>)> = actions
-            .iter()
-            .zip(outcomes)
-            .enumerate()
-            .map(|(index, (action, outcome))| (first_seq + index, action, outcome))
-            .collect();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT OR REPLACE INTO run_actions (run_id, seq, kind, entra_id, directory_id, detail, outcome) ",
-            );
-            insert.push_values(chunk, |mut row, (seq, action, outcome)| {
-                let (kind, entra_id, directory_id) = action_key(action);
-                row.push_bind(run_id)
-                    .push_bind(*seq as i64)
-                    .push_bind(kind)
-                    .push_bind(entra_id.map(str::to_owned))
-                    .push_bind(directory_id)
-                    .push_bind(serde_json::to_string(action).unwrap_or_default())
-                    .push_bind((*outcome).clone());
-            });
-            insert
-                .build()
-                .execute(&mut *transaction)
-                .await
-                .doing("recording the run's actions")?;
-        }
+        insert_actions(&mut transaction, run_id, first_seq, actions, outcomes).await?;
         transaction.commit().await.doing("recording the run's actions")
     }
 
@@ -753,7 +745,11 @@ impl Store {
                 connection: row.get(1),
                 organization_id: row.get(2),
                 plan: decode_json(row.get::<&str, _>(3), "a stored plan")?,
-                awaiting: row.get::<&str, _>(4) == "awaiting",
+                state: match row.get::<&str, _>(4) {
+                    "awaiting" => PlanState::Awaiting,
+                    "discarded" => PlanState::Discarded,
+                    _ => PlanState::Applied,
+                },
                 later_run: row.get(5),
             })
         })
@@ -885,10 +881,20 @@ pub struct StoredPlan {
     pub connection: String,
     pub organization_id: i64,
     pub plan: Plan,
-    /// False once it was applied.
-    pub awaiting: bool,
+    pub state: PlanState,
     /// A later run of the connection that succeeded: the source moved on since this plan.
     pub later_run: Option<i64>,
+}
+
+/// Where a stored plan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanState {
+    /// Waiting for approval.
+    Awaiting,
+    /// Approved and applied.
+    Applied,
+    /// Dropped from the admin UI: nothing of it was applied.
+    Discarded,
 }
 
 /// A user's licence ids (from the source snapshot, so they follow every delta run) and sign-in and
@@ -951,6 +957,43 @@ pub struct RunMark {
 pub struct DeltaLinks {
     pub users: Option<String>,
     pub groups: Option<String>,
+}
+
+/// Writes a run's actions and outcomes in `transaction`, numbered from `first_seq`: the apply
+/// batch that executed them records them in the same commit.
+pub(crate) async fn insert_actions(
+    transaction: &mut sqlx::Transaction<'_, Sqlite>,
+    run_id: i64,
+    first_seq: usize,
+    actions: &[Action],
+    outcomes: &[Option<String>],
+) -> Result<(), StoreError> {
+    let mut seq = first_seq as i64;
+    for (actions, outcomes) in actions
+        .chunks(ROWS_PER_INSERT)
+        .zip(outcomes.chunks(ROWS_PER_INSERT))
+    {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO run_actions (run_id, seq, kind, entra_id, directory_id, detail, outcome) ",
+        );
+        insert.push_values(actions.iter().zip(outcomes), |mut row, (action, outcome)| {
+            let (kind, entra_id, directory_id) = action_key(action);
+            row.push_bind(run_id)
+                .push_bind(seq)
+                .push_bind(kind)
+                .push_bind(entra_id.map(str::to_owned))
+                .push_bind(directory_id)
+                .push_bind(serde_json::to_string(action).unwrap_or_default())
+                .push_bind(outcome.clone());
+            seq += 1;
+        });
+        insert
+            .build()
+            .execute(&mut **transaction)
+            .await
+            .doing("recording the run's actions")?;
+    }
+    Ok(())
 }
 
 async fn upsert_source_rows<T: Serialize + HasEntraId>(

@@ -2,7 +2,7 @@
 //! them into the source snapshot, plan, apply in batches, then advance the snapshot and the
 //! delta links together and record the run.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use entra_sync_core::delta::{GroupDelta, UserDelta};
 use entra_sync_core::fold::{Touched, fold_groups, fold_users};
@@ -16,7 +16,9 @@ use crate::clock;
 use crate::config::{Connection, SecretSource};
 use crate::graph::{Credential, DeltaStart, GraphClient, GraphSettings};
 use crate::mail::Welcome;
-use crate::store::{ConnectionState, DeltaLinks, RunMark, SourceWrite, Store, StoreError, Trigger};
+use crate::store::{
+    ConnectionState, DeltaLinks, PlanState, RunMark, SourceWrite, Store, StoreError, Trigger,
+};
 use crate::targets::directory::Directory;
 use crate::targets::{Target, TargetError};
 
@@ -107,6 +109,8 @@ enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error("a task of the run stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Reads the connection's credential from where the config says it is.
@@ -269,10 +273,10 @@ async fn execute(
     let directory = Directory::new(store.pool.clone(), state.organization_id)
         .with_welcome(Welcome::for_connection(connection, Some(summary.run_id)));
     let mut touched = Touched::default();
-    let snapshot = match fetched.full_snapshot {
+    let (snapshot, target_state) = match fetched.full_snapshot {
         Some(mut snapshot) => {
             fold_groups(&mut snapshot, fetched.groups, &mut touched);
-            snapshot
+            (snapshot, directory.load().await?)
         }
         None => {
             let policy_changed = state.applied_policy.as_deref() != Some(policy_json.as_str());
@@ -305,20 +309,27 @@ async fn execute(
                 }
                 return Ok(());
             }
-            let mut snapshot = store.load_snapshot(state.id).await?;
+            // The snapshot and the directory are independent reads: the snapshot is read and
+            // decoded on another task (so another core) while this one loads the directory.
+            let phase = Instant::now();
+            let snapshot = tokio::spawn({
+                let store = store.clone();
+                let connection_id = state.id;
+                async move { store.load_snapshot(connection_id).await }
+            });
+            let target_state = directory.load().await;
+            let (mut snapshot, target_state) = (snapshot.await??, target_state?);
+            tracing::debug!(
+                elapsed_ms = phase.elapsed().as_millis() as u64,
+                users = target_state.users.len(),
+                "loaded the snapshot and the directory"
+            );
             // Groups first: a user removed in the users round also leaves every group.
             fold_groups(&mut snapshot, fetched.groups, &mut touched);
             fold_users(&mut snapshot, fetched.users, &mut touched);
-            snapshot
+            (snapshot, target_state)
         }
     };
-    let phase = Instant::now();
-    let target_state = directory.load().await?;
-    tracing::debug!(
-        elapsed_ms = phase.elapsed().as_millis() as u64,
-        users = target_state.users.len(),
-        "loaded the directory"
-    );
     let phase = Instant::now();
     let read = ReadHealth {
         full_round: full,
@@ -377,23 +388,17 @@ async fn execute(
     }
     let total = plan.actions.len() as u64;
     let mut done = 0;
-    let (mut applying, mut recording) = (Duration::ZERO, Duration::ZERO);
+    let phase = Instant::now();
     for batch in plan.actions.chunks(APPLY_BATCH) {
-        let phase = Instant::now();
-        let outcomes = directory.apply(batch, clock::now()).await?;
-        applying += phase.elapsed();
-        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
-        let phase = Instant::now();
-        store
-            .record_actions(summary.run_id, done as usize, batch, &outcomes)
+        let outcomes = directory
+            .apply_and_record(batch, clock::now(), summary.run_id, done as usize)
             .await?;
-        recording += phase.elapsed();
+        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
         done += batch.len() as u64;
         progress(ProgressEvent::Applied { done, total });
     }
     tracing::debug!(
-        applying_ms = applying.as_millis() as u64,
-        recording_ms = recording.as_millis() as u64,
+        elapsed_ms = phase.elapsed().as_millis() as u64,
         "applied and recorded the plan"
     );
     let phase = Instant::now();
@@ -524,6 +529,8 @@ pub enum ApproveError {
     NoPlan(i64),
     #[error("the plan of run {0} was already approved and applied")]
     AlreadyApplied(i64),
+    #[error("the plan of run {0} was discarded: run `entra-sync sync` for a fresh plan")]
+    Discarded(i64),
     #[error(
         "the source moved on since run {run}: run {later} synced connection {connection:?} after it, so its plan is stale; run `entra-sync sync` for a fresh plan"
     )]
@@ -541,7 +548,10 @@ pub enum ApproveError {
 impl ApproveError {
     /// Whether the user asked for something that cannot be (exit code 2) rather than a failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, ApproveError::NoPlan(_) | ApproveError::AlreadyApplied(_))
+        matches!(
+            self,
+            ApproveError::NoPlan(_) | ApproveError::AlreadyApplied(_) | ApproveError::Discarded(_)
+        )
     }
 }
 
@@ -560,8 +570,10 @@ pub async fn approve(
         .stored_plan(run_id)
         .await?
         .ok_or(ApproveError::NoPlan(run_id))?;
-    if !stored.awaiting {
-        return Err(ApproveError::AlreadyApplied(run_id));
+    match stored.state {
+        PlanState::Awaiting => {}
+        PlanState::Applied => return Err(ApproveError::AlreadyApplied(run_id)),
+        PlanState::Discarded => return Err(ApproveError::Discarded(run_id)),
     }
     if let Some(later) = stored.later_run {
         return Err(ApproveError::Stale {
@@ -579,9 +591,10 @@ pub async fn approve(
     let mut failed_actions = 0;
     let mut done = 0;
     for batch in stored.plan.actions.chunks(APPLY_BATCH) {
-        let outcomes = directory.apply(batch, clock::now()).await?;
+        let outcomes = directory
+            .apply_and_record(batch, clock::now(), run_id, done)
+            .await?;
         failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
-        store.record_actions(run_id, done, batch, &outcomes).await?;
         done += batch.len();
     }
     store.mark_approved(run_id, clock::now()).await?;

@@ -263,11 +263,10 @@ async fn pull(
     }
     let mut done = 0;
     for batch in plan.actions.chunks(APPLY_BATCH) {
-        let outcomes = directory.apply(batch, clock::now()).await?;
-        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
-        store
-            .record_actions(summary.run_id, done, batch, &outcomes)
+        let outcomes = directory
+            .apply_and_record(batch, clock::now(), summary.run_id, done)
             .await?;
+        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
         done += batch.len();
     }
     store.save_source_objects(state.id, &snapshot, &touched).await?;

@@ -34,6 +34,8 @@ pub enum Code {
     AlreadyApproved,
     /// A later run of the connection read a newer source; the stored plan may undo it.
     PlanStale,
+    /// The run's stored plan was discarded from the admin UI.
+    PlanDiscarded,
     /// The run could not start (a credential that cannot be read, an unusable URL).
     RunNotStarted,
     /// The change feed no longer holds the changes after the cursor asked for (retention).
@@ -46,7 +48,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for the OpenAPI document.
-    const ALL: [Code; 15] = [
+    const ALL: [Code; 16] = [
         Code::Unauthorized,
         Code::NotFound,
         Code::BadRequest,
@@ -58,6 +60,7 @@ impl Code {
         Code::InvalidConnection,
         Code::AlreadyApproved,
         Code::PlanStale,
+        Code::PlanDiscarded,
         Code::RunNotStarted,
         Code::CursorExpired,
         Code::NotReady,
@@ -78,6 +81,7 @@ impl Code {
             Code::InvalidConnection => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_connection"),
             Code::AlreadyApproved => (StatusCode::CONFLICT, "already_approved"),
             Code::PlanStale => (StatusCode::CONFLICT, "plan_stale"),
+            Code::PlanDiscarded => (StatusCode::CONFLICT, "plan_discarded"),
             Code::RunNotStarted => (StatusCode::UNPROCESSABLE_ENTITY, "run_not_started"),
             Code::CursorExpired => (StatusCode::GONE, "cursor_expired"),
             Code::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),

@@ -426,6 +426,9 @@ async fn approve_run(
             RunFailed::Approve(ApproveError::AlreadyApplied(_)) => {
                 ApiError::new(Code::AlreadyApproved, error.to_string())
             }
+            RunFailed::Approve(ApproveError::Discarded(_)) => {
+                ApiError::new(Code::PlanDiscarded, error.to_string())
+            }
             RunFailed::Approve(ApproveError::Stale { .. }) => {
                 ApiError::new(Code::PlanStale, error.to_string())
             }

@@ -143,7 +143,7 @@ const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/api/v1/runs/{id}/approve",
         summary: "Applies exactly the plan a safety guard stopped in this run, once; \
-                  409 already_approved, or plan_stale when a later run read a newer source",
+                  409 already_approved, plan_discarded, or plan_stale when a later run read a newer source",
         query: &[],
         success: ("200", "the summary of the applied plan (mode approved)"),
         token: true,

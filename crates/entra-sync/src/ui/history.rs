@@ -255,9 +255,9 @@ pub(super) async fn approve(State(ui): State<Ui>, Path(id): Path<i64>) -> Result
         .map_err(|refused| UiError::Conflict(format!("{refused}.")))?;
     match ui.runner.approve(permit, id).await {
         Ok(_) => Ok(Redirect::to(&format!("/ui/runs/{id}")).into_response()),
-        Err(RunFailed::Approve(error @ (ApproveError::NoPlan(_) | ApproveError::AlreadyApplied(_)))) => {
-            Err(UiError::Conflict(format!("{error}.")))
-        }
+        Err(RunFailed::Approve(
+            error @ (ApproveError::NoPlan(_) | ApproveError::AlreadyApplied(_) | ApproveError::Discarded(_)),
+        )) => Err(UiError::Conflict(format!("{error}."))),
         Err(RunFailed::Approve(error @ ApproveError::Stale { .. })) => Err(UiError::Conflict(format!(
             "{error}. Discard this plan; the next sync plans afresh."
         ))),

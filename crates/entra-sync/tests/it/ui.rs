@@ -493,6 +493,7 @@ async fn a_blocked_run_shows_its_plan_and_discard_drops_it() {
         .post(&format!("/ui/runs/{run}/approve"), &[("csrf", &csrf(&page.body))])
         .await;
     assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    assert!(answer.body.contains("was discarded"), "{}", answer.body);
     let answer = ui
         .post(&format!("/ui/runs/{run}/discard"), &[("csrf", &csrf(&page.body))])
         .await;
