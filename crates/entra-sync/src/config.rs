@@ -87,6 +87,9 @@ pub struct ConnectionFile {
     /// How often a scheduled run reads everything instead of only the changes, as in `12h` or
     /// `7d`; this corrects changes made in the directory behind the sync's back. Default `1d`.
     pub full_sync_every: Option<String>,
+    /// Read licence names, last sign-ins and MFA registration in full runs (`microsoft.rs`).
+    /// Default `true`; sign-ins and MFA also need AuditLog.Read.All and an Entra ID P1/P2 tenant.
+    pub microsoft_data: Option<bool>,
     /// A disabled connection is not synced and its users are kept. Default `true`.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -260,6 +263,8 @@ pub struct Connection {
     pub schedule: Schedule,
     /// How often a scheduled run reads everything.
     pub full_sync_every: std::time::Duration,
+    /// Full runs read the Microsoft data (licence names, sign-ins, MFA registration).
+    pub microsoft_data: bool,
     pub enabled: bool,
     pub policy: Policy,
     /// Welcome emails' SMTP server and template.
@@ -476,6 +481,7 @@ pub fn validate_connection(connection: ConnectionFile, base: &Path) -> Result<Co
         graph_url,
         schedule,
         full_sync_every,
+        microsoft_data: connection.microsoft_data.unwrap_or(true),
         enabled: connection.enabled,
         policy,
         email,

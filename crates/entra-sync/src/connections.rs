@@ -223,7 +223,7 @@ impl Store {
     }
 
     /// Deletes a connection made through the API with what the sync knew of its tenant (the
-    /// snapshot and delta links), so a connection made later under its name starts with a full
+    /// snapshot, delta links and Microsoft data), so a connection made later under its name starts with a full
     /// read. Its history and its directory users stay.
     pub async fn delete_api_connection(&self, name: &str) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.doing("deleting the connection")?;
@@ -235,8 +235,11 @@ impl Store {
         for forget in [
             "DELETE FROM source_users WHERE connection_id IN (SELECT id FROM connections WHERE name = ?)",
             "DELETE FROM source_groups WHERE connection_id IN (SELECT id FROM connections WHERE name = ?)",
+            "DELETE FROM microsoft_skus WHERE connection_id IN (SELECT id FROM connections WHERE name = ?)",
+            "DELETE FROM microsoft_users WHERE connection_id IN (SELECT id FROM connections WHERE name = ?)",
             "UPDATE connections SET users_delta_link = NULL, groups_delta_link = NULL, delta_links_at = NULL, \
-             last_full_at = NULL, needs_replan = 0, last_good_users = NULL, applied_policy = NULL WHERE name = ?",
+             last_full_at = NULL, needs_replan = 0, last_good_users = NULL, applied_policy = NULL, \
+             microsoft_read_at = NULL, microsoft_warnings = NULL WHERE name = ?",
         ] {
             sqlx::query(forget)
                 .bind(name)

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod live;
 pub mod mail;
 pub mod metrics;
+pub mod microsoft;
 pub mod progress;
 pub mod schedule;
 pub mod secrets;

@@ -565,7 +565,7 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn user_json(user: &UserRecord) -> serde_json::Value {
+fn user_json(user: &UserRecord, sku_names: &std::collections::BTreeMap<String, String>) -> serde_json::Value {
     let mut object = user.attributes.clone();
     let field = |name: &str| {
         user.attributes
@@ -593,6 +593,10 @@ fn user_json(user: &UserRecord) -> serde_json::Value {
     object.insert("groups".into(), user.groups.clone().into());
     object.insert("unit".into(), serde_json::Value::Null);
     object.insert("roles".into(), serde_json::Value::Array(Vec::new()));
+    object.insert(
+        "microsoft".into(),
+        entra_sync::microsoft::user_json(user, sku_names),
+    );
     serde_json::Value::Object(object)
 }
 
@@ -603,7 +607,8 @@ async fn users(args: ListArgs) -> anyhow::Result<ExitCode> {
     let connection = connections::find(&config, &store, args.connection.as_deref()).await?;
     let users = store.users(&connection.organization).await?;
     if args.json {
-        let users: Vec<serde_json::Value> = users.iter().map(user_json).collect();
+        let sku_names = entra_sync::microsoft::sku_names(&store, &connection.organization).await?;
+        let users: Vec<serde_json::Value> = users.iter().map(|user| user_json(user, &sku_names)).collect();
         println!("{}", serde_json::to_string_pretty(&users)?);
         return Ok(ExitCode::SUCCESS);
     }

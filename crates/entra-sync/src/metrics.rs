@@ -230,6 +230,7 @@ mod tests {
             failed_actions: 0,
             conflict_details: Vec::new(),
             guards: Vec::new(),
+            warnings: Vec::new(),
             error: None,
             plan: None,
         }

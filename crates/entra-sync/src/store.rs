@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_api_connections.sql"),
     include_str!("../migrations/sqlite/0006_outbox_and_changes.sql"),
     include_str!("../migrations/sqlite/0007_admin_ui.sql"),
+    include_str!("../migrations/sqlite/0008_microsoft_data.sql"),
 ];
 
 /// Rows per multi-row INSERT; SQLite allows 32,766 bound values per statement.
@@ -139,6 +140,18 @@ pub struct UserRecord {
     pub status: String,
     pub status_reason: Option<String>,
     pub groups: Vec<String>,
+    /// What Microsoft says about the linked Entra user (`microsoft.rs`).
+    pub microsoft: MicrosoftFacts,
+}
+
+/// A user's licences from what the sync last read, and the sign-in and MFA data of the last
+/// full run; `None` where unknown.
+#[derive(Debug, Clone, Default)]
+pub struct MicrosoftFacts {
+    /// Assigned licence SKU ids, sorted.
+    pub license_ids: Vec<String>,
+    pub last_sign_in: Option<String>,
+    pub mfa_registered: Option<bool>,
 }
 
 /// A directory group as `groups` lists it.
@@ -643,11 +656,12 @@ impl Store {
 
     /// The directory users of an organization, with their group names.
     pub async fn users(&self, organization: &str) -> Result<Vec<UserRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT u.id, u.entra_id, u.attributes, u.status, u.status_reason, \
-             (SELECT group_concat(g.name, char(31)) FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = u.id) \
+             (SELECT group_concat(g.name, char(31)) FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = u.id), \
+             {MICROSOFT_COLUMNS} \
              FROM users u JOIN organizations o ON o.id = u.organization_id WHERE o.name = ? ORDER BY u.id",
-        )
+        )))
         .bind(organization)
         .fetch_all(&self.pool)
         .await
@@ -657,16 +671,17 @@ impl Store {
 
     /// One directory user by its directory id, with the name of its organization.
     pub async fn user(&self, id: i64) -> Result<Option<(String, UserRecord)>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT u.id, u.entra_id, u.attributes, u.status, u.status_reason, \
              (SELECT group_concat(g.name, char(31)) FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = u.id), \
+             {MICROSOFT_COLUMNS}, \
              o.name FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = ?",
-        )
+        )))
         .bind(id)
         .fetch_optional(&self.pool)
         .await
         .doing("reading a user")?;
-        row.map(|row| Ok((row.get(6), user_record(&row)?))).transpose()
+        row.map(|row| Ok((row.get(9), user_record(&row)?))).transpose()
     }
 
     /// The directory groups of an organization, with member counts.
@@ -882,6 +897,16 @@ pub enum PlanState {
     Discarded,
 }
 
+/// A user's licence ids (from the source snapshot, so they follow every delta run) and sign-in and
+/// MFA data, from the connection that syncs the user's organization.
+const MICROSOFT_COLUMNS: &str = "\
+    (SELECT json_extract(s.data, '$.assigned_licenses') FROM source_users s JOIN connections c ON c.id = s.connection_id \
+     WHERE c.organization_id = u.organization_id AND s.entra_id = u.entra_id LIMIT 1), \
+    (SELECT mu.last_sign_in FROM microsoft_users mu JOIN connections c ON c.id = mu.connection_id \
+     WHERE c.organization_id = u.organization_id AND mu.entra_id = u.entra_id LIMIT 1), \
+    (SELECT mu.mfa_registered FROM microsoft_users mu JOIN connections c ON c.id = mu.connection_id \
+     WHERE c.organization_id = u.organization_id AND mu.entra_id = u.entra_id LIMIT 1)";
+
 /// A user row in the column order `users` and `user` select.
 fn user_record(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError> {
     let mut groups: Vec<String> = row
@@ -896,6 +921,14 @@ fn user_record(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError> 
         status: row.get(3),
         status_reason: row.get(4),
         groups,
+        microsoft: MicrosoftFacts {
+            license_ids: row
+                .get::<Option<String>, _>(6)
+                .and_then(|ids| serde_json::from_str(&ids).ok())
+                .unwrap_or_default(),
+            last_sign_in: row.get(7),
+            mfa_registered: row.get::<Option<i64>, _>(8).map(|registered| registered != 0),
+        },
     })
 }
 

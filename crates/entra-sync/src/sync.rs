@@ -79,6 +79,8 @@ pub struct RunSummary {
     pub conflict_details: Vec<Conflict>,
     /// The safety guards that stopped the run (status `blocked`), each saying by how much.
     pub guards: Vec<String>,
+    /// What the run could not do but did not fail for, such as Microsoft data the tenant refused.
+    pub warnings: Vec<String>,
     /// Why the run failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -183,6 +185,7 @@ pub async fn run(
         failed_actions: 0,
         conflict_details: Vec::new(),
         guards: Vec::new(),
+        warnings: Vec::new(),
         error: None,
         plan: None,
     };
@@ -423,6 +426,10 @@ async fn execute(
         "committed the snapshot and delta links"
     );
     summary.plan = Some(plan);
+    // After the commit: these slow, throttled reads never hold back what the run applied.
+    if full && connection.microsoft_data {
+        summary.warnings = crate::microsoft::refresh(store, client, state.id).await?;
+    }
     Ok(())
 }
 
@@ -603,6 +610,7 @@ pub async fn approve(
         failed_actions,
         conflict_details: stored.plan.conflicts.clone(),
         guards: Vec::new(),
+        warnings: Vec::new(),
         error: None,
         plan: Some(stored.plan),
     })

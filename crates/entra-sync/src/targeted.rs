@@ -135,6 +135,7 @@ pub async fn run_one(
         failed_actions: 0,
         conflict_details: Vec::new(),
         guards: Vec::new(),
+        warnings: Vec::new(),
         error: None,
         plan: None,
     };

@@ -365,6 +365,9 @@ fn try_list_users(
                 .iter()
                 .any(|name| name.eq_ignore_ascii_case("signInActivity"))
         });
+    if sign_in {
+        audit_log_allowed(request)?;
+    }
     let top = parse_top(
         request,
         if sign_in {
@@ -441,6 +444,11 @@ pub(crate) fn get_user(request: &Request<'_>, key: &str) -> Response {
         Ok(props) => props,
         Err(response) => return response,
     };
+    if props.contains(&USER_SIGN_IN_ACTIVITY)
+        && let Err(refused) = audit_log_allowed(request)
+    {
+        return refused;
+    }
     let directory = request.state.read();
     let found = match directory.users.get_key_value(key) {
         Some((id, user)) => Some((&**id, user)),
@@ -752,7 +760,109 @@ fn cast_suffix(cast: Option<MemberKind>) -> &'static str {
     }
 }
 
+/// Roles that let an app read `subscribedSkus` (least privileged first).
+const SKU_ROLES: &[&str] = &[
+    "LicenseAssignment.Read.All",
+    "Organization.Read.All",
+    "Directory.Read.All",
+    "Organization.ReadWrite.All",
+    "Directory.ReadWrite.All",
+];
+
+/// Sign-in activity and the MFA registration report need AuditLog.Read.All and an Entra ID P1 or
+/// P2 licence in the tenant; Graph answers 403 with these codes otherwise (GRAPH.md §5.1 and
+/// Microsoft's issue trackers).
+fn audit_log_allowed(request: &Request<'_>) -> Result<(), Response> {
+    if !request.has_role(&["AuditLog.Read.All"]) {
+        return Err(request.error(
+            StatusCode::FORBIDDEN,
+            "Authentication_MSGraphPermissionMissing",
+            "Calling principal does not have required MSGraph permissions AuditLog.Read.All",
+        ));
+    }
+    if !request.state.premium() {
+        return Err(request.error(
+            StatusCode::FORBIDDEN,
+            "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+            "Neither tenant is B2C or tenant doesn't have premium license",
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /reports/authenticationMethods/userRegistrationDetails`: one entry per active user, paged
+/// like `/users`.
+pub(crate) fn user_registration_details(request: &Request<'_>) -> Response {
+    match try_user_registration_details(request) {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+fn try_user_registration_details(request: &Request<'_>) -> Result<Response, Response> {
+    audit_log_allowed(request)?;
+    check_common(request, false)?;
+    let top = parse_top(request, MAX_PAGE)?;
+    let after = after_cursor(request)?;
+    let directory = request.state.read();
+    let updated = crate::clock::iso(request.now);
+    let mut values = Vec::new();
+    let mut last: Option<&str> = None;
+    let mut more = false;
+    let active = range_after(&directory.users, after.as_deref()).filter(|(_, user)| user.is_active());
+    for (served, (id, user)) in active.enumerate() {
+        if served == top {
+            more = true;
+            break;
+        }
+        if served > 0 {
+            values.push(b',');
+        }
+        let methods: &[&str] = if user.mfa_registered {
+            &["microsoftAuthenticatorPush"]
+        } else {
+            &[]
+        };
+        let entry = json!({
+            "id": &**id,
+            "userPrincipalName": user.get(Field::UserPrincipalName),
+            "userDisplayName": user.get(Field::DisplayName),
+            "userType": if user.get(Field::UserType) == Some("Guest") { "guest" } else { "member" },
+            "isAdmin": false,
+            "isSsprRegistered": false,
+            "isSsprEnabled": false,
+            "isSsprCapable": false,
+            "isMfaRegistered": user.mfa_registered,
+            "isMfaCapable": user.mfa_registered,
+            "isPasswordlessCapable": false,
+            "methodsRegistered": methods,
+            "lastUpdatedDateTime": updated,
+        });
+        values.extend_from_slice(entry.to_string().as_bytes());
+        last = Some(id);
+    }
+    let path = "reports/authenticationMethods/userRegistrationDetails";
+    let next = match (more, last) {
+        (true, Some(last)) => Some(next_link(request, path, last)),
+        _ => None,
+    };
+    let context = format!(
+        "{}/v1.0/$metadata#reports/authenticationMethods/userRegistrationDetails",
+        request.state.url
+    );
+    Ok(crate::json::response(
+        StatusCode::OK,
+        page_body(&context, None, next.as_deref(), &values),
+    ))
+}
+
 pub(crate) fn subscribed_skus(request: &Request<'_>) -> Response {
+    if !request.has_role(SKU_ROLES) {
+        return request.error(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        );
+    }
     let directory = request.state.read();
     let tenant = &request.state.options.tenant_id;
     let skus: Vec<Value> = directory

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -32,6 +32,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/requests", get(requests))
         .route("/stats", get(stats).delete(reset_stats))
         .route("/tenant", get(tenant))
+        .route("/tenant/premium", put(set_premium))
+        .route("/app/roles", put(set_roles))
 }
 
 fn user_json(directory: &Directory, id: &str) -> Result<Value, ModelError> {
@@ -224,4 +226,19 @@ async fn reset_stats(State(state): Shared) -> StatusCode {
 
 async fn tenant(State(state): Shared) -> Json<Value> {
     Json(state.read().to_fixture())
+}
+
+#[derive(serde::Deserialize)]
+struct Premium {
+    premium: bool,
+}
+
+async fn set_premium(State(state): Shared, Json(body): Json<Premium>) -> StatusCode {
+    state.set_premium(body.premium);
+    StatusCode::NO_CONTENT
+}
+
+async fn set_roles(State(state): Shared, Json(roles): Json<Vec<String>>) -> StatusCode {
+    state.issuer.set_roles(roles);
+    StatusCode::NO_CONTENT
 }

@@ -807,6 +807,7 @@ mod tests {
                 headers: &headers,
                 now: state.clock.now(),
                 request_id: String::new(),
+                roles: Vec::new(),
             };
             let rendering = Instant::now();
             let response = super::users(&request);

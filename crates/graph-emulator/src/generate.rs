@@ -278,6 +278,10 @@ pub(crate) fn ascii_fold(name: &str) -> String {
 }
 
 /// Generates `users` users and `groups` groups from `seed`.
+/// Generated users last signed in during the 90 days before this time (2026-11-02T00:00:00Z); a
+/// fixed time, so that a seed always gives the same tenant.
+const LAST_SIGN_INS_BEFORE: i64 = 1_793_577_600;
+
 pub(crate) fn tenant(users: usize, groups: usize, seed: u64) -> Directory {
     let mut rng = Rng::new(seed);
     let base_created = crate::clock::parse_iso("2019-01-07T09:00:00Z").unwrap_or(0);
@@ -394,10 +398,16 @@ pub(crate) fn tenant(users: usize, groups: usize, seed: u64) -> Directory {
         put(&mut values, Field::Licenses, Some(&licenses));
         // Values are a few dozen bytes each, far from Packed's 64 KiB limit.
         let fields = Packed::from_values(&values).unwrap_or_default();
+        // Drawn from their own stream so that tenants of a seed keep every other value they had.
+        let mut activity = Rng::new(seed ^ (index as u64).wrapping_mul(0xa24b_aed4_963e_e407));
+        let last_sign_in =
+            (!activity.chance(0.05)).then(|| LAST_SIGN_INS_BEFORE - activity.below(90 * 86_400) as i64);
         let user = User {
             fields,
             account_enabled: !rng.chance(0.03),
             state: UserState::Active,
+            last_sign_in,
+            mfa_registered: activity.chance(0.85),
         };
         generated.push((id.clone().into_boxed_str(), user));
     }

@@ -11,15 +11,21 @@
 //! - `GET /v1.0/users`, `/users/{id|upn}`, `/users/delta`, `/groups`, `/groups/{id}`,
 //!   `/groups/{id}/members`, `/groups/{id}/transitiveMembers`, `/groups/delta`, `/subscribedSkus`;
 //!   `/directory/deletedItems/microsoft.graph.user` (and `.group`, always empty: groups are deleted
-//!   for good); `POST /v1.0/$batch` with up to 20 of those GETs.
+//!   for good); `/reports/authenticationMethods/userRegistrationDetails`; `POST /v1.0/$batch` with
+//!   up to 20 of those GETs.
+//! - Permissions are enforced from the token's `roles` as Graph does: `subscribedSkus` needs
+//!   `LicenseAssignment.Read.All` (or Organization/Directory.Read.All), else 403
+//!   `Authorization_RequestDenied`; `signInActivity` and `userRegistrationDetails` need
+//!   `AuditLog.Read.All` (403 `Authentication_MSGraphPermissionMissing`) and a premium tenant (403
+//!   `Authentication_RequestFromNonPremiumTenantOrB2CTenant`).
 //!
 //! # Control API (`/_emulator/`, JSON, no auth)
 //!
 //! | Route | Effect |
 //! |---|---|
-//! | `GET users` | every user, Graph-shaped with all properties, plus `state`: `active`, `soft_deleted` or `deleted` |
+//! | `GET users` | every user, Graph-shaped with all properties, plus `state`: `active`, `soft_deleted` or `deleted`, and `isMfaRegistered` |
 //! | `POST users` | create from Graph-shaped JSON (`id` optional) → 201 and the user |
-//! | `PATCH users/{id}` | update some properties (`null` clears) |
+//! | `PATCH users/{id}` | update some properties (`null` clears); `signInActivity` `{"lastSignInDateTime"}` and `isMfaRegistered` change no delta |
 //! | `POST users/{id}/disable`, `enable`, `soft-delete`, `restore` | lifecycle |
 //! | `DELETE users/{id}` | delete for good |
 //! | `GET groups` | `[{"id","displayName","description","memberIds"}]` |
@@ -28,6 +34,8 @@
 //! | `POST faults` `{"kind","share"?,"count"?,"retry_after"?,"path_contains"?}`, `DELETE faults` | script faults: `throttle`, `service_unavailable`, `gateway_timeout`, `delta_reset`, `truncated_body`, `replay_page`, `empty_page` |
 //! | `POST clock` `{"advance_seconds"}` | move the emulated clock (token expiry, soft-delete purge) |
 //! | `POST secret/expire` | the client secret is expired from now on (AADSTS7000222) |
+//! | `PUT app/roles` `["User.Read.All", …]` | the permissions granted to the app; tokens issued afterwards carry them |
+//! | `PUT tenant/premium` `{"premium"}` | whether the tenant has an Entra ID P1/P2 licence |
 //! | `POST churn` `{"events"}` | hires, leavers, moves, new titles, disabled accounts → `{"events":[lines]}` |
 //! | `GET requests` | the last 100,000 token and Graph requests: `at_ms`, `method`, `path`, `status`, `retry_after` |
 //! | `GET stats`, `DELETE stats` | `{"total","by_endpoint"}`; reset with the log |
@@ -109,7 +117,21 @@ pub struct EmulatorOptions {
     pub access_token_lifetime: Duration,
     /// A registered certificate (PEM) for `client_assertion` authentication.
     pub certificate_pem: Option<String>,
+    /// The application permissions granted to the app, carried in its tokens' `roles`.
+    pub roles: Vec<String>,
+    /// Whether the tenant has an Entra ID P1/P2 licence; without one, sign-in activity and the
+    /// MFA registration report answer 403.
+    pub premium: bool,
 }
+
+/// What [`EmulatorOptions::default`] grants: what a sync needs, plus what licence names
+/// (`LicenseAssignment.Read.All`) and sign-in and MFA data (`AuditLog.Read.All`) need.
+pub const DEFAULT_ROLES: &[&str] = &[
+    "User.Read.All",
+    "GroupMember.Read.All",
+    "LicenseAssignment.Read.All",
+    "AuditLog.Read.All",
+];
 
 impl Default for EmulatorOptions {
     fn default() -> EmulatorOptions {
@@ -127,6 +149,8 @@ impl Default for EmulatorOptions {
             delta_token_lifetime: Duration::from_secs(7 * 24 * 3600),
             access_token_lifetime: Duration::from_secs(3599),
             certificate_pem: None,
+            roles: DEFAULT_ROLES.iter().map(|role| (*role).to_owned()).collect(),
+            premium: true,
         }
     }
 }

@@ -110,7 +110,6 @@ const DERIVED_USER_KEYS: &[&str] = &[
     "proxyAddresses",
     "otherMails",
     "onPremisesSyncEnabled",
-    "signInActivity",
     "@odata.type",
 ];
 
@@ -274,6 +273,11 @@ pub(crate) struct User {
     pub(crate) fields: Packed,
     pub(crate) account_enabled: bool,
     pub(crate) state: UserState,
+    /// The last interactive sign-in (emulated Unix time); `None`: never signed in. Graph keeps it
+    /// outside the directory, so changing it is no delta change.
+    pub(crate) last_sign_in: Option<i64>,
+    /// Whether the user registered a strong authentication method (the MFA registration report).
+    pub(crate) mfa_registered: bool,
 }
 
 impl User {
@@ -461,6 +465,8 @@ impl Directory {
             fields: Packed::default(),
             account_enabled: true,
             state: UserState::Active,
+            last_sign_in: None,
+            mfa_registered: false,
         };
         apply_user_json(&mut user, object)?;
         if user.get(Field::CreatedDateTime).is_none() {
@@ -920,6 +926,28 @@ fn apply_user_json(user: &mut User, object: &Map<String, Value>) -> Result<(), M
                     _ => return Err(ModelError::BadRequest("manager is an id or {\"id\"}".to_owned())),
                 };
                 user.fields.set(Field::Manager, manager.as_deref())?;
+            }
+            "signInActivity" => {
+                user.last_sign_in = match value {
+                    Value::Null => None,
+                    Value::Object(activity) => activity
+                        .get("lastSignInDateTime")
+                        .and_then(Value::as_str)
+                        .filter(|at| *at != crate::render::NEVER_SIGNED_IN)
+                        .and_then(crate::clock::parse_iso),
+                    _ => {
+                        return Err(ModelError::BadRequest(
+                            "signInActivity is {\"lastSignInDateTime\"} or null".to_owned(),
+                        ));
+                    }
+                };
+            }
+            // Not a user property in Graph: the emulator's way to set what the MFA registration
+            // report (`userRegistrationDetails`) says about the user.
+            "isMfaRegistered" => {
+                user.mfa_registered = value
+                    .as_bool()
+                    .ok_or_else(|| ModelError::BadRequest("isMfaRegistered is a boolean".to_owned()))?;
             }
             "state" => {}
             _ if DERIVED_USER_KEYS.contains(&key.as_str()) => {}

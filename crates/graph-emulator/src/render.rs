@@ -67,6 +67,10 @@ pub(crate) const USER_DEFAULT: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0];
 pub(crate) const USER_MANAGER: usize = USER_PROPS.len() - 1;
 pub(crate) const USER_SIGN_IN_ACTIVITY: usize = 27;
 
+/// Graph's zero DateTimeOffset, its value for "never signed in" (sample
+/// user-list-signinactivity.json).
+pub(crate) const NEVER_SIGNED_IN: &str = "0001-01-01T00:00:00Z";
+
 /// Properties Graph keeps outside the directory; selecting them on a collection answers 501.
 pub(crate) const USER_NOT_IN_COLLECTIONS: &[&str] = &[
     "aboutMe",
@@ -132,11 +136,20 @@ fn write_user_value(buf: &mut Vec<u8>, id: &str, user: &User, prop: UserProp) ->
         }
         UserProp::OnPremisesSyncEnabled => return false,
         UserProp::SignInActivity => {
-            // Never signed in: Graph's zero DateTimeOffset (sample user-list-signinactivity.json).
-            buf.extend_from_slice(
-                b"{\"lastSignInDateTime\":\"0001-01-01T00:00:00Z\",\"lastSignInRequestId\":\"\",\
-                  \"lastNonInteractiveSignInDateTime\":\"0001-01-01T00:00:00Z\",\"lastNonInteractiveSignInRequestId\":\"\"}",
-            );
+            let (at, request) = match user.last_sign_in {
+                Some(at) => (
+                    crate::clock::iso(at),
+                    crate::generate::guid(at as u64 ^ 0x516e_0000_0000_0000),
+                ),
+                None => (NEVER_SIGNED_IN.to_owned(), String::new()),
+            };
+            let mut activity = ObjectWriter::new(buf);
+            activity.string("lastSignInDateTime", &at);
+            activity.string("lastSignInRequestId", &request);
+            // The emulator models interactive sign-ins only.
+            activity.string("lastNonInteractiveSignInDateTime", NEVER_SIGNED_IN);
+            activity.string("lastNonInteractiveSignInRequestId", "");
+            activity.finish();
         }
         UserProp::Manager => match user.get(Field::Manager) {
             Some(manager) => {
@@ -193,6 +206,10 @@ pub(crate) fn write_user(buf: &mut Vec<u8>, id: &str, user: &User, props: &[usiz
 pub(crate) fn user_diff(id: &str, before: &User, after: &User) -> u64 {
     let mut mask = 0u64;
     for (index, (_, prop)) in USER_PROPS.iter().enumerate() {
+        // Sign-ins are kept outside the directory: they never show in delta.
+        if index == USER_SIGN_IN_ACTIVITY {
+            continue;
+        }
         let (mut old, mut new) = (Vec::new(), Vec::new());
         let old_set = write_user_value(&mut old, id, before, *prop);
         let new_set = write_user_value(&mut new, id, after, *prop);
@@ -203,11 +220,10 @@ pub(crate) fn user_diff(id: &str, before: &User, after: &User) -> u64 {
     mask
 }
 
-/// A user with every property and its lifecycle state, as the control API and fixtures show it.
+/// A user with every property and its lifecycle state, as the control API and fixtures show it,
+/// with `isMfaRegistered` from the MFA registration report.
 pub(crate) fn user_control_json(id: &str, user: &User) -> Value {
-    let all: Vec<usize> = (0..USER_PROPS.len())
-        .filter(|&index| index != USER_SIGN_IN_ACTIVITY)
-        .collect();
+    let all: Vec<usize> = (0..USER_PROPS.len()).collect();
     let mut buf = Vec::new();
     write_user(
         &mut buf,
@@ -227,6 +243,7 @@ pub(crate) fn user_control_json(id: &str, user: &User) -> Value {
             UserState::SoftDeleted { .. } => "soft_deleted",
         };
         object.insert("state".to_owned(), json!(state));
+        object.insert("isMfaRegistered".to_owned(), json!(user.mfa_registered));
     }
     value
 }

@@ -2,7 +2,7 @@
 //! (latency, access token, injected faults, throttling, dispatch, request log).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::Router;
@@ -43,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) token_key: [u8; 16],
     served: AtomicU64,
     next_request: AtomicU64,
+    /// Whether the tenant has an Entra ID P1/P2 licence (sign-in activity, MFA report).
+    premium: AtomicBool,
 }
 
 #[derive(Default)]
@@ -73,6 +75,7 @@ impl AppState {
         }
         Ok(AppState {
             faults: Mutex::new(Faults::new(options.seed)),
+            premium: AtomicBool::new(options.premium),
             churn_rng: Mutex::new(Rng::new(options.seed ^ 0xc4u64)),
             options,
             url,
@@ -106,6 +109,14 @@ impl AppState {
     /// from the instance's key so that two emulators in one test run do not repeat each other's ids.
     pub(crate) fn request_id(&self) -> String {
         crate::generate::guid(self.next_request.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn premium(&self) -> bool {
+        self.premium.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_premium(&self, premium: bool) {
+        self.premium.store(premium, Ordering::Relaxed);
     }
 
     pub(crate) fn request_count(&self) -> u64 {
@@ -225,9 +236,16 @@ pub(crate) struct Request<'a> {
     pub(crate) headers: &'a HeaderMap,
     pub(crate) now: i64,
     pub(crate) request_id: String,
+    /// The application permissions the access token carries.
+    pub(crate) roles: Vec<String>,
 }
 
 impl Request<'_> {
+    /// Whether the token carries one of `roles`.
+    pub(crate) fn has_role(&self, roles: &[&str]) -> bool {
+        self.roles.iter().any(|granted| roles.contains(&granted.as_str()))
+    }
+
     pub(crate) fn error(&self, status: StatusCode, code: &str, message: &str) -> Response {
         graph_error(status, code, message, self.now, &self.request_id)
     }
@@ -290,16 +308,20 @@ pub(crate) async fn serve_graph(
         insert_header(response, "request-id", &request_id);
         insert_header(response, "client-request-id", &request_id);
     };
-    if let Err(mut response) = state.issuer.check_bearer(headers, now, &request_id) {
-        identify(&mut response);
-        return response;
-    }
+    let roles = match state.issuer.check_bearer(headers, now, &request_id) {
+        Ok(roles) => roles,
+        Err(mut response) => {
+            identify(&mut response);
+            return response;
+        }
+    };
     let request = Request {
         state,
         query,
         headers,
         now,
         request_id: request_id.clone(),
+        roles,
     };
     let is_delta = segments.get(1).is_some_and(|segment| is_delta_segment(segment));
     let fired = state
@@ -435,6 +457,7 @@ fn endpoint_name(segments: &[String]) -> &'static str {
         (Some("groups"), Some(_), Some("transitiveMembers")) => "group_transitive_members",
         (Some("groups"), Some(_), _) => "group",
         (Some("subscribedSkus"), _, _) => "subscribed_skus",
+        (Some("reports"), _, _) => "user_registration_details",
         (Some("$batch"), _, _) => "batch",
         (Some("directory"), _, _) => "deleted_items",
         _ => "other",
@@ -481,6 +504,9 @@ fn dispatch(request: &Request<'_>, method: &Method, segments: &[String]) -> Resp
             crate::collections::members(request, id, true, rest)
         }
         ["subscribedSkus"] => crate::collections::subscribed_skus(request),
+        ["reports", "authenticationMethods", "userRegistrationDetails"] => {
+            crate::collections::user_registration_details(request)
+        }
         _ => request.error(
             StatusCode::BAD_REQUEST,
             "BadRequest",

@@ -1,6 +1,7 @@
 //! The Entra token endpoint (`POST /{tenant}/oauth2/v2.0/token`, client credentials with a secret or
 //! a certificate assertion) and the check of the access token on every Graph request.
 
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::{HeaderMap, StatusCode, header};
@@ -16,9 +17,6 @@ use crate::server::AppState;
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// The roles an app-only token carries: the two permissions entra-sync needs.
-const ROLES: &[&str] = &["User.Read.All", "GroupMember.Read.All"];
-
 /// The registered certificate: its public key and both thumbprint forms.
 struct Certificate {
     key: DecodingKey,
@@ -32,6 +30,9 @@ pub(crate) struct Issuer {
     verifying: DecodingKey,
     certificate: Option<Certificate>,
     secret_expired: AtomicBool,
+    /// The application permissions the tenant granted the app; a token carries those granted
+    /// when it was issued, as Entra's do.
+    roles: RwLock<Vec<String>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -89,6 +90,7 @@ impl Issuer {
             verifying: DecodingKey::from_secret(&key),
             certificate,
             secret_expired: AtomicBool::new(false),
+            roles: RwLock::new(options.roles.clone()),
         })
     }
 
@@ -96,13 +98,29 @@ impl Issuer {
         self.secret_expired.store(true, Ordering::Relaxed);
     }
 
-    /// Checks `Authorization: Bearer …`; the error is Graph's 401 `InvalidAuthenticationToken`.
+    /// Grants exactly `roles`; tokens issued from now on carry them.
+    pub(crate) fn set_roles(&self, roles: Vec<String>) {
+        *self
+            .roles
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = roles;
+    }
+
+    pub(crate) fn roles(&self) -> Vec<String> {
+        self.roles
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Checks `Authorization: Bearer …` and answers the token's roles; the error is Graph's 401
+    /// `InvalidAuthenticationToken`.
     pub(crate) fn check_bearer(
         &self,
         headers: &HeaderMap,
         now: i64,
         request_id: &str,
-    ) -> Result<(), Response> {
+    ) -> Result<Vec<String>, Response> {
         let unauthorized = |message: &str| {
             let mut response = crate::json::graph_error(
                 StatusCode::UNAUTHORIZED,
@@ -143,7 +161,7 @@ impl Issuer {
         if claims.exp <= now {
             return Err(unauthorized("Lifetime validation failed, the token is expired."));
         }
-        Ok(())
+        Ok(claims.roles)
     }
 
     /// Serves one token request.
@@ -317,7 +335,7 @@ impl Issuer {
             exp: now + options.access_token_lifetime.as_secs() as i64,
             appid: client_id,
             tid: options.tenant_id.clone(),
-            roles: ROLES.iter().map(|role| (*role).to_owned()).collect(),
+            roles: self.roles(),
         };
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(Algorithm::HS256),

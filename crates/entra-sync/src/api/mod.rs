@@ -12,7 +12,7 @@ mod auth;
 mod error;
 mod openapi;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -38,7 +38,7 @@ use crate::sync::{self, ApproveError, RunOptions, SyncError};
 use crate::targeted::{OneMode, Subject};
 use crate::targets::Target;
 use crate::targets::directory::Directory;
-use crate::{changes, clock, mail};
+use crate::{changes, clock, mail, microsoft};
 
 /// Runs a list answers when the query gives no `limit`, and the most it answers.
 const DEFAULT_RUNS: i64 = 100;
@@ -233,7 +233,14 @@ async fn get_connection(
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = name.map_err(bad_path)?;
     let connection = find_connection(&state.runner, &name)?;
-    Ok(Json(connection_json(&connection, &state.runner)))
+    let mut document = connection_json(&connection, &state.runner);
+    let status = microsoft::status(&state.store, &name).await?;
+    document["microsoft_data"] = json!({
+        "enabled": connection.microsoft_data,
+        "read_at": status.read_at,
+        "warnings": status.warnings,
+    });
+    Ok(Json(document))
 }
 
 /// The body of Sync Now; an empty body is a delta run that applies.
@@ -362,7 +369,14 @@ async fn test_connection(
         Err(error) => (false, json!({ "ok": false, "error": error }), Value::Null),
         Ok(Some(granted)) => {
             let missing = permissions::missing(&granted);
-            let permissions = json!({ "granted": granted, "missing": missing });
+            // Not needed to sync: what the Microsoft data would also read (licence names,
+            // sign-ins and MFA registration).
+            let optional_missing = permissions::missing_of(permissions::OPTIONAL, &granted);
+            let permissions = json!({
+                "granted": granted,
+                "missing": missing,
+                "optional_missing": optional_missing,
+            });
             (missing.is_empty(), json!({ "ok": true }), permissions)
         }
         // Only a sync can tell then: Graph enforces the permissions either way.
@@ -489,7 +503,7 @@ fn organizations(runner: &Runner, connection: Option<&str>) -> Result<BTreeSet<S
 }
 
 /// A directory user: its attributes at the top level, like `entra-sync users --json`.
-fn user_json(user: &UserRecord, organization: &str) -> Value {
+fn user_json(user: &UserRecord, organization: &str, sku_names: &BTreeMap<String, String>) -> Value {
     let mut object = user.attributes.clone();
     object.insert("id".into(), user.id.into());
     object.insert("organization".into(), organization.into());
@@ -497,6 +511,7 @@ fn user_json(user: &UserRecord, organization: &str) -> Value {
     object.insert("status".into(), user.status.clone().into());
     object.insert("status_reason".into(), user.status_reason.clone().into());
     object.insert("groups".into(), user.groups.clone().into());
+    object.insert("microsoft".into(), microsoft::user_json(user, sku_names));
     Value::Object(object)
 }
 
@@ -507,8 +522,9 @@ async fn list_users(
     let Query(query) = query.map_err(bad_query)?;
     let mut users = Vec::new();
     for organization in organizations(&state.runner, query.connection.as_deref())? {
+        let sku_names = microsoft::sku_names(&state.store, &organization).await?;
         for user in state.store.users(&organization).await? {
-            users.push(user_json(&user, &organization));
+            users.push(user_json(&user, &organization, &sku_names));
         }
     }
     Ok(Json(users))
@@ -523,7 +539,8 @@ async fn get_user(
     let Path(id) = id.map_err(bad_path)?;
     match state.store.user(id).await? {
         Some((organization, user)) if organizations(&state.runner, None)?.contains(&organization) => {
-            Ok(Json(user_json(&user, &organization)))
+            let sku_names = microsoft::sku_names(&state.store, &organization).await?;
+            Ok(Json(user_json(&user, &organization, &sku_names)))
         }
         _ => Err(ApiError::not_found(format!("user {id}"))),
     }

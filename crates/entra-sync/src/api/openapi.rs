@@ -42,7 +42,9 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/v1/connections/{name}",
-        summary: "One connection",
+        summary: "One connection, with microsoft_data {enabled, read_at, warnings}: what the last \
+                  full run could read of licence names, sign-ins and MFA registration, and what \
+                  the tenant refused",
         query: &[],
         success: ("200", "a connection"),
         token: true,
@@ -106,7 +108,7 @@ const OPERATIONS: &[Operation] = &[
         query: &[],
         success: (
             "200",
-            "{connection, ok, token: {ok, error}, permissions: {granted, missing}, required}",
+            "{connection, ok, token: {ok, error}, permissions: {granted, missing, optional_missing}, required}",
         ),
         token: true,
     },
@@ -149,7 +151,8 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/v1/users",
-        summary: "Directory users",
+        summary: "Directory users, each with microsoft {licenses: [{sku_id, sku_part_number}], \
+                  last_sign_in, mfa_registered} (null where unknown; null for unlinked users)",
         query: &[("connection", "only the users of this connection's organization")],
         success: ("200", "an array of users"),
         token: true,
@@ -157,7 +160,7 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/v1/users/{id}",
-        summary: "One directory user by directory id",
+        summary: "One directory user by directory id, with its Microsoft data as in GET /users",
         query: &[],
         success: ("200", "a user"),
         token: true,

@@ -15,7 +15,7 @@ use url::Url;
 
 use super::auth::Authenticator;
 use super::error::without_query;
-use super::wire::{Page, PageLink, graph_error};
+use super::wire::{Page, PageLink, SubscribedSku, UserRegistration, UserSignIns, graph_error};
 use super::{DeltaStart, Error, GraphSettings, RoundEnd};
 
 /// The user properties the sync reads (GRAPH.md §5.1). Delta returns only what is selected.
@@ -230,6 +230,52 @@ impl GraphClient {
             }
             match page.next_link {
                 None => return Ok(Some(members)),
+                Some(next) => {
+                    url = match Url::parse(&next) {
+                        Ok(next) if next.origin() == self.inner.graph_origin => next,
+                        _ => return Err(Error::ForeignLink { link: shorten(&next) }),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The licences the tenant bought, for their names (one request: the list is not paged).
+    /// Needs `LicenseAssignment.Read.All`, `Organization.Read.All` or `Directory.Read.All`.
+    pub async fn subscribed_skus(&self) -> Result<Vec<SubscribedSku>, Error> {
+        let url = self.object_url(&["subscribedSkus"], "skuId,skuPartNumber")?;
+        let page: Page<SubscribedSku> = self.get_json(&url).await?;
+        Ok(page.value)
+    }
+
+    /// Every user's sign-in activity, at the largest page Graph allows for it (500). Needs
+    /// `AuditLog.Read.All` and an Entra ID P1/P2 tenant; Graph throttles these reads harder than
+    /// others, so the sync asks only in full runs.
+    pub async fn sign_in_activity(&self) -> Result<Vec<UserSignIns>, Error> {
+        let mut url = self.object_url(&["users"], "id,signInActivity")?;
+        url.query_pairs_mut().append_pair("$top", "500");
+        self.all_pages(url).await
+    }
+
+    /// The MFA registration report, one entry per user. Same requirements as sign-in activity.
+    pub async fn mfa_registrations(&self) -> Result<Vec<UserRegistration>, Error> {
+        let mut url = self.object_url(
+            &["reports", "authenticationMethods", "userRegistrationDetails"],
+            "",
+        )?;
+        // The report's page size and columns are Graph's defaults: no documented maximum to ask for.
+        url.set_query(None);
+        self.all_pages(url).await
+    }
+
+    /// Every page of a (non-delta) collection.
+    async fn all_pages<T: DeserializeOwned>(&self, mut url: Url) -> Result<Vec<T>, Error> {
+        let mut entries = Vec::new();
+        loop {
+            let page: Page<T> = self.get_json(&url).await?;
+            entries.extend(page.value);
+            match page.next_link {
+                None => return Ok(entries),
                 Some(next) => {
                     url = match Url::parse(&next) {
                         Ok(next) if next.origin() == self.inner.graph_origin => next,

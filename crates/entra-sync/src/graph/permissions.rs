@@ -33,9 +33,32 @@ pub const REQUIRED: &[Requirement] = &[
     },
 ];
 
+/// What the Microsoft data needs (`microsoft.rs`): a sync works without them, with a warning.
+pub const OPTIONAL: &[Requirement] = &[
+    Requirement {
+        permission: "LicenseAssignment.Read.All",
+        satisfied_by: &[
+            "LicenseAssignment.Read.All",
+            "Organization.Read.All",
+            "Organization.ReadWrite.All",
+            "Directory.Read.All",
+            "Directory.ReadWrite.All",
+        ],
+    },
+    Requirement {
+        permission: "AuditLog.Read.All",
+        satisfied_by: &["AuditLog.Read.All"],
+    },
+];
+
 /// The required permissions that none of `granted` satisfies.
 pub fn missing(granted: &[String]) -> Vec<&'static str> {
-    REQUIRED
+    missing_of(REQUIRED, granted)
+}
+
+/// The permissions of `requirements` that none of `granted` satisfies.
+pub fn missing_of(requirements: &[Requirement], granted: &[String]) -> Vec<&'static str> {
+    requirements
         .iter()
         .filter(|requirement| {
             !requirement
@@ -81,6 +104,8 @@ mod tests {
             let granted: Vec<String> = granted.iter().map(|role| (*role).to_owned()).collect();
             assert_eq!(missing(&granted), expected, "{granted:?}");
         }
+        let granted = vec!["User.Read.All".to_owned(), "Directory.Read.All".to_owned()];
+        assert_eq!(missing_of(OPTIONAL, &granted), vec!["AuditLog.Read.All"]);
     }
 
     #[test]

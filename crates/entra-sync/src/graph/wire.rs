@@ -108,6 +108,58 @@ impl TokenErrorBody {
     }
 }
 
+/// One entry of `GET /subscribedSkus`: a licence the tenant bought.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribedSku {
+    pub sku_id: String,
+    /// The licence's name as Microsoft's admin centres show it, such as `ENTERPRISEPACK`.
+    pub sku_part_number: String,
+}
+
+/// A user's sign-in activity, from `GET /users?$select=id,signInActivity`.
+#[derive(Debug, Deserialize)]
+pub struct UserSignIns {
+    pub id: String,
+    #[serde(rename = "signInActivity", default)]
+    pub sign_in_activity: Option<SignInActivity>,
+}
+
+/// The parts of `signInActivity` the sync keeps. Graph writes `0001-01-01T00:00:00Z` for never.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SignInActivity {
+    pub last_sign_in_date_time: Option<String>,
+    pub last_non_interactive_sign_in_date_time: Option<String>,
+}
+
+impl SignInActivity {
+    /// The latest sign-in, interactive or not: a user on a long-lived session or a service
+    /// account signs in only non-interactively, and showing "never" for them would mislead an
+    /// admin looking for inactive accounts. `None` when Entra has none on record.
+    pub fn latest(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        [
+            &self.last_sign_in_date_time,
+            &self.last_non_interactive_sign_in_date_time,
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+        .map(|time| time.with_timezone(&chrono::Utc))
+        .filter(|time| chrono::Datelike::year(time) > 1)
+        .max()
+    }
+}
+
+/// An entry of the MFA registration report (`/reports/authenticationMethods/userRegistrationDetails`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRegistration {
+    pub id: String,
+    #[serde(default)]
+    pub is_mfa_registered: Option<bool>,
+}
+
 /// Classifies a Graph error response to a GET of `url` (GRAPH.md §3 and §4): the delta reset
 /// class, a missing permission, or any other error with its code and message.
 pub fn graph_error(url: &Url, status: u16, body: &[u8]) -> Error {

@@ -135,6 +135,12 @@ async fn connection_page(
     context["progress"] = progress_json(ui, connection).await?;
     context["tenant"] = ui.store.tenant_values(name, TENANT_VALUES).await?;
     context["notice"] = notice;
+    let microsoft = crate::microsoft::status(&ui.store, name).await?;
+    context["microsoft_data"] = json!({
+        "enabled": connection.microsoft_data,
+        "read_at": microsoft.read_at,
+        "warnings": microsoft.warnings,
+    });
     context["welcome"] = welcome_preview(connection);
     // Only connections kept in the database can be edited here; the config file's are the file's.
     context["editable"] = json!(

@@ -202,6 +202,10 @@ async fn user_page(ui: &Ui, session: &Session, id: i64, notice: Value) -> Result
             })
             .collect();
         context["actions"] = json!(actions);
+        if let Some((organization, record)) = ui.store.user(id).await? {
+            let names = crate::microsoft::sku_names(&ui.store, &organization).await?;
+            context["microsoft_data"] = crate::microsoft::user_json(&record, &names);
+        }
     }
     ui.page("user.html", session, context)
 }

@@ -8,6 +8,7 @@ mod feed;
 mod graph;
 mod guards;
 mod mail;
+mod microsoft;
 mod serve;
 mod support;
 mod sync;

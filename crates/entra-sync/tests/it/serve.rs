@@ -302,6 +302,7 @@ async fn testing_a_connection_reports_its_token_and_permissions() {
     assert_eq!(good["ok"], true, "{good}");
     assert_eq!(good["token"], json!({ "ok": true }));
     assert_eq!(good["permissions"]["missing"], json!([]), "{good}");
+    assert_eq!(good["permissions"]["optional_missing"], json!([]), "{good}");
     assert_eq!(good["required"], json!(["User.Read.All", "GroupMember.Read.All"]));
 
     let (status, bad) = api

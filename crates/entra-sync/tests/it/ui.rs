@@ -343,8 +343,19 @@ async fn every_page_renders_against_a_synced_tenant() {
         "{}",
         connection.body
     );
+    assert!(
+        connection.body.contains("data-test=\"microsoft-data\"")
+            && !connection.body.contains("notice warning"),
+        "{}",
+        connection.body
+    );
     let user = ui.get("/ui/users/1").await;
     assert!(user.body.contains("In scope"), "{}", user.body);
+    assert!(
+        user.body.contains("data-test=\"microsoft-data\"") && user.body.contains("<dt>MFA registered</dt>"),
+        "{}",
+        user.body
+    );
     let history = ui.get("/ui/runs?connection=contoso&status=succeeded").await;
     assert!(history.body.contains("<svg class=\"chart\""), "{}", history.body);
     let answer = ui.get("/ui/runs?connection=nope").await;
@@ -362,6 +373,34 @@ async fn every_page_renders_against_a_synced_tenant() {
 }
 
 #[tokio::test]
+async fn the_connection_page_shows_microsoft_data_the_tenant_refuses() {
+    let tenant = Tenant::start(10, 2).await;
+    tenant
+        .control(
+            reqwest::Method::PUT,
+            "tenant/premium",
+            Some(serde_json::json!({ "premium": false })),
+        )
+        .await;
+    let mut ui = Ui::new(&tenant.connection("contoso")).await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    ui.sign_in(&token).await;
+    ui.sync_now().await;
+    let connection = ui.get("/ui/connections/contoso").await;
+    assert!(
+        connection.body.contains("<p class=\"notice warning\">last sign-in and MFA registration unavailable: the tenant has no Entra ID P1 or P2 licence"),
+        "{}",
+        connection.body
+    );
+    let user = ui.get("/ui/users/1").await;
+    assert!(
+        user.body.contains("<dt>MFA registered</dt> <dd>unknown</dd>"),
+        "{}",
+        user.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_set_password_reads_stdin_and_refuses_a_short_one() {
     use tokio::io::AsyncWriteExt;
     let workspace = Workspace::new(CONTOSO);

@@ -5,6 +5,7 @@ mod batch;
 mod collections;
 mod control;
 mod delta;
+mod reports;
 mod shapes;
 mod support;
 mod tenant;
