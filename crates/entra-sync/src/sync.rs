@@ -89,6 +89,59 @@ pub struct RunSummary {
     pub plan: Option<Plan>,
 }
 
+impl RunSummary {
+    /// The summary of a run just begun: succeeded until something says otherwise.
+    pub(crate) fn begun(run_id: i64, connection: &str, mode: &'static str) -> RunSummary {
+        RunSummary {
+            run_id,
+            connection: connection.to_owned(),
+            mode,
+            status: "succeeded",
+            counts: PlanCounts::default(),
+            graph_requests: 0,
+            duration_ms: 0,
+            delta_reset: false,
+            failed_actions: 0,
+            conflict_details: Vec::new(),
+            guards: Vec::new(),
+            warnings: Vec::new(),
+            error: None,
+            plan: None,
+        }
+    }
+
+    /// Ends the run in the history with its status, counts, requests and duration; a failure
+    /// after the run started is recorded there and in the summary (status `failed`), not returned.
+    pub(crate) async fn record_end<E: std::fmt::Display>(
+        &mut self,
+        store: &Store,
+        result: Result<(), E>,
+        graph_requests: u64,
+        started: Instant,
+    ) -> Result<(), StoreError> {
+        if let Err(error) = result {
+            // The caller reports the failure; the history keeps it.
+            tracing::info!(connection = %self.connection, run_id = self.run_id, %error, "sync run failed");
+            self.status = "failed";
+            self.error = Some(error.to_string());
+        }
+        self.graph_requests = graph_requests;
+        self.duration_ms = started.elapsed().as_millis() as u64;
+        store
+            .finish_run(
+                self.run_id,
+                self.mode,
+                self.status,
+                Some(&self.counts),
+                self.graph_requests,
+                self.duration_ms,
+                self.error.as_deref(),
+                clock::now(),
+            )
+            .await
+    }
+}
+
 /// A problem found before the run could start: the configuration needs fixing.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -173,22 +226,7 @@ pub async fn run(
     let run_id = store
         .begin_run(state.id, options.trigger, mode_name(want_full), clock::now())
         .await?;
-    let mut summary = RunSummary {
-        run_id,
-        connection: connection.name.clone(),
-        mode: mode_name(want_full),
-        status: "succeeded",
-        counts: PlanCounts::default(),
-        graph_requests: 0,
-        duration_ms: 0,
-        delta_reset: false,
-        failed_actions: 0,
-        conflict_details: Vec::new(),
-        guards: Vec::new(),
-        warnings: Vec::new(),
-        error: None,
-        plan: None,
-    };
+    let mut summary = RunSummary::begun(run_id, &connection.name, mode_name(want_full));
     let result = execute(
         store,
         connection,
@@ -200,25 +238,8 @@ pub async fn run(
         progress,
     )
     .await;
-    if let Err(error) = result {
-        // The caller reports the failure; the history keeps it.
-        tracing::info!(connection = %connection.name, run_id, %error, "sync run failed");
-        summary.status = "failed";
-        summary.error = Some(error.to_string());
-    }
-    summary.graph_requests = client.requests();
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    store
-        .finish_run(
-            run_id,
-            summary.mode,
-            summary.status,
-            Some(&summary.counts),
-            summary.graph_requests,
-            summary.duration_ms,
-            summary.error.as_deref(),
-            clock::now(),
-        )
+    summary
+        .record_end(store, result, client.requests(), started)
         .await?;
     Ok(summary)
 }

@@ -12,7 +12,7 @@ use entra_sync_core::fold::{Touched, fold_groups, fold_users};
 use entra_sync_core::guard::{self, ReadHealth};
 use entra_sync_core::model::{EntraGroup, EntraUser, Presence, SourceSnapshot};
 use entra_sync_core::narrow::narrow;
-use entra_sync_core::plan::{PlanCounts, plan};
+use entra_sync_core::plan::plan;
 use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Sqlite};
 
@@ -123,45 +123,13 @@ pub async fn run_one(
         .begin_run(state.id, subject.trigger(), mode.as_str(), clock::now())
         .await?;
     store.set_run_subject(run_id, subject.id()).await?;
-    let mut summary = RunSummary {
-        run_id,
-        connection: connection.name.clone(),
-        mode: mode.as_str(),
-        status: "succeeded",
-        counts: PlanCounts::default(),
-        graph_requests: 0,
-        duration_ms: 0,
-        delta_reset: false,
-        failed_actions: 0,
-        conflict_details: Vec::new(),
-        guards: Vec::new(),
-        warnings: Vec::new(),
-        error: None,
-        plan: None,
-    };
+    let mut summary = RunSummary::begun(run_id, &connection.name, mode.as_str());
     let result = match &client {
         Some(client) => pull(store, connection, client, &state, subject, &mut summary).await,
         None => downstream(store, &state, subject, &mut summary).await,
     };
-    if let Err(error) = result {
-        tracing::info!(connection = %connection.name, run_id, %error, "one-object sync failed");
-        summary.status = "failed";
-        summary.error = Some(error.to_string());
-    }
-    summary.graph_requests = client.as_ref().map_or(0, GraphClient::requests);
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    store
-        .finish_run(
-            run_id,
-            summary.mode,
-            summary.status,
-            Some(&summary.counts),
-            summary.graph_requests,
-            summary.duration_ms,
-            summary.error.as_deref(),
-            clock::now(),
-        )
-        .await?;
+    let requests = client.as_ref().map_or(0, GraphClient::requests);
+    summary.record_end(store, result, requests, started).await?;
     Ok(summary)
 }
 
