@@ -24,9 +24,10 @@ use crate::serve::{EditRefused, Origin};
 /// Values of each scope section the picker offers at most.
 const TENANT_VALUES: i64 = 500;
 
-/// The definition keys the form edits; an edit keeps every other key (`email`, `enabled`) as
-/// it is.
-const FORM_KEYS: [&str; 13] = [
+/// The definition keys the form edits; an edit keeps every other key (`enabled`) as it is, and
+/// the email keys the form has no field for (`retry_initial`, `max_attempts`).
+const FORM_KEYS: [&str; 14] = [
+    "email",
     "organization",
     "tenant_id",
     "client_id",
@@ -74,6 +75,10 @@ const GUARDS: [&str; 4] = [
     "max_membership_removals_percent",
     "max_source_drop_percent",
 ];
+
+/// The welcome email's keys the form edits, each as `email_<key>` in the form. A mail server
+/// that needs a login is set in the config file: the API keeps no SMTP password.
+const EMAIL_KEYS: [&str; 6] = ["host", "port", "tls", "from", "subject", "body"];
 
 /// A posted form, with repeated names kept (a picker's ticked values).
 struct Posted(Vec<(String, String)>);
@@ -261,6 +266,31 @@ fn definition_from(form: &Posted) -> (Map<String, Value>, Vec<String>) {
     if !guards.is_empty() {
         definition.insert("guards".into(), Value::Object(guards));
     }
+
+    let mut email = Map::new();
+    for key in EMAIL_KEYS {
+        let value = form.one(&format!("email_{key}")).trim().to_owned();
+        if value.is_empty() || (key == "tls" && email.is_empty() && form.one("email_host").trim().is_empty())
+        {
+            continue;
+        }
+        if key == "port" {
+            if let Some(port) = number(form, "email_port", &mut errors) {
+                email.insert(key.into(), port);
+            }
+        } else {
+            email.insert(key.into(), json!(value));
+        }
+    }
+    if !email.is_empty() {
+        if email.contains_key("host") {
+            definition.insert("email".into(), Value::Object(email));
+        } else {
+            errors.push(
+                "email: give the mail server's host, or clear the welcome email fields to send none".into(),
+            );
+        }
+    }
     (definition, errors)
 }
 
@@ -382,7 +412,24 @@ fn form_values(definition: &Map<String, Value>) -> Value {
         "units": rule_text(assignments.and_then(|assignments| assignments.get("units"))),
         "roles_from": assignment("roles_from"),
         "roles": rule_text(assignments.and_then(|assignments| assignments.get("roles"))),
+        "email": email_values(definition.get("email")),
     })
+}
+
+/// The welcome email's form fields, as text, from the definition's `email`.
+fn email_values(email: Option<&Value>) -> Value {
+    let values: Map<String, Value> = EMAIL_KEYS
+        .iter()
+        .map(|key| {
+            let value = match email.and_then(|email| email.get(*key)) {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Number(number)) => number.to_string(),
+                _ => String::new(),
+            };
+            ((*key).to_owned(), json!(value))
+        })
+        .collect();
+    Value::Object(values)
 }
 
 /// Each scope section's choices: the tenant's values with how many users have each, the
@@ -569,6 +616,16 @@ pub(super) async fn edit(
         definition.remove(key);
     }
     definition.extend(from_form);
+    // The email keys the form has no field for stay as they were.
+    if let (Some(Value::Object(before)), Some(Value::Object(after))) =
+        (stored.get("email"), definition.get_mut("email"))
+    {
+        for (key, value) in before {
+            if !EMAIL_KEYS.contains(&key.as_str()) {
+                after.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+    }
     if errors.is_empty() {
         let mut patch = merge_patch_between(&stored, &definition);
         if !form.one("client_secret").is_empty() {

@@ -891,3 +891,82 @@ async fn the_connection_page_previews_the_welcome_email() {
         assert!(page.body.contains(expected), "{expected} in {}", page.body);
     }
 }
+
+#[tokio::test]
+async fn the_welcome_email_is_set_up_and_edited_in_the_connection_form() {
+    let tenant = Tenant::start(20, 3).await;
+    let mut ui = Ui::new(CONTOSO).await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    ui.sign_in(&token).await;
+    let page = ui.get("/ui/new-connection").await;
+    for label in [
+        "for=\"email_host\"",
+        "for=\"email_subject\"",
+        "for=\"email_body\"",
+    ] {
+        assert!(page.body.contains(label), "{label} in {}", page.body);
+    }
+    let good = csrf(&page.body);
+    let fields = set_up_fields(&tenant, "fabrikam");
+
+    // A template without a server is refused, with the reason.
+    let answer = ui
+        .post(
+            "/ui/new-connection",
+            &with(&fields, &good, &[("email_subject", "Hi")]),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer.body);
+    assert!(
+        answer.body.contains("email: give the mail server"),
+        "{}",
+        answer.body
+    );
+
+    let email = [
+        ("welcome_email", "true"),
+        ("email_host", "127.0.0.1"),
+        ("email_tls", "none"),
+        ("email_from", "IT <it@fabrikam.example>"),
+        ("email_subject", "Welcome, {first_name}"),
+        ("email_body", "Your login is {email}."),
+    ];
+    let answer = ui.post("/ui/new-connection", &with(&fields, &good, &email)).await;
+    assert_eq!(
+        answer.location.as_deref(),
+        Some("/ui/connections/fabrikam"),
+        "{}",
+        answer.body
+    );
+    let page = ui.get("/ui/connections/fabrikam").await;
+    assert!(page.body.contains("Welcome, Ada"), "{}", page.body);
+    assert!(
+        page.body.contains("Your login is ada.lovelace@example.com."),
+        "{}",
+        page.body
+    );
+
+    // Edit shows the template and saves a new subject; the server stays.
+    let form = ui.get("/ui/connections/fabrikam/edit").await;
+    assert!(form.body.contains("Welcome, {first_name}"), "{}", form.body);
+    let mut edited = email.to_vec();
+    edited[4] = ("email_subject", "Hello {display_name}");
+    let answer = ui
+        .post(
+            "/ui/connections/fabrikam/edit",
+            &with(&fields, &csrf(&form.body), &edited)
+                .into_iter()
+                .filter(|(key, _)| *key != "name" && *key != "client_secret")
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    assert_eq!(
+        answer.location.as_deref(),
+        Some("/ui/connections/fabrikam"),
+        "{}",
+        answer.body
+    );
+    let page = ui.get("/ui/connections/fabrikam").await;
+    assert!(page.body.contains("Hello Ada Lovelace"), "{}", page.body);
+    assert!(page.body.contains("127.0.0.1:25 (none)"), "{}", page.body);
+}
