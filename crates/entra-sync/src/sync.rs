@@ -24,7 +24,7 @@ use crate::targets::{Target, TargetError};
 
 /// Actions per apply transaction: large enough for throughput, small enough that a crash loses
 /// little work and progress moves.
-const APPLY_BATCH: usize = 5_000;
+pub(crate) const APPLY_BATCH: usize = 5_000;
 
 /// The outcome recorded for the actions of a plan a guard stopped, until it is approved.
 const AWAITING_APPROVAL: &str = "not applied: awaiting approval";
@@ -108,6 +108,26 @@ impl RunSummary {
             error: None,
             plan: None,
         }
+    }
+
+    /// Stores the plan a guard stopped, records its actions as awaiting approval, and marks the
+    /// run `blocked`: nothing of it is applied.
+    pub(crate) async fn hold_for_approval(
+        &mut self,
+        store: &Store,
+        connection_id: i64,
+        plan: Plan,
+    ) -> Result<(), StoreError> {
+        let outcomes = vec![Some(AWAITING_APPROVAL.to_owned()); plan.actions.len()];
+        store
+            .record_actions(self.run_id, 0, &plan.actions, &outcomes)
+            .await?;
+        store
+            .store_plan(self.run_id, connection_id, &plan, &self.guards)
+            .await?;
+        self.status = "blocked";
+        self.plan = Some(plan);
+        Ok(())
     }
 
     /// Ends the run in the history with its status, counts, requests and duration; a failure
@@ -387,15 +407,7 @@ async fn execute(
         .collect();
     // Every incomplete read trips a guard, so from here on the read reached both delta links.
     if verdict.blocked() && !options.dry_run {
-        let outcomes = vec![Some(AWAITING_APPROVAL.to_owned()); plan.actions.len()];
-        store
-            .record_actions(summary.run_id, 0, &plan.actions, &outcomes)
-            .await?;
-        store
-            .store_plan(summary.run_id, state.id, &plan, &summary.guards)
-            .await?;
-        summary.status = "blocked";
-        summary.plan = Some(plan);
+        summary.hold_for_approval(store, state.id, plan).await?;
         return Ok(());
     }
     if options.dry_run {

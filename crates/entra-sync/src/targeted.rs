@@ -21,15 +21,9 @@ use crate::config::Connection;
 use crate::graph::GraphClient;
 use crate::mail::Welcome;
 use crate::store::{ConnectionState, Doing, Store, StoreError, Trigger};
-use crate::sync::{RunSummary, SyncError, graph_client};
+use crate::sync::{APPLY_BATCH, RunSummary, SyncError, graph_client};
 use crate::targets::directory::Directory;
 use crate::targets::{Target, TargetError};
-
-/// Actions per apply transaction, as in a run: a large group's sync is applied in steps.
-const APPLY_BATCH: usize = 5_000;
-
-/// The outcome recorded for the actions of a plan a guard stopped, until it is approved.
-const AWAITING_APPROVAL: &str = "not applied: awaiting approval";
 
 /// What a one-object sync is about.
 #[derive(Debug, Clone)]
@@ -218,15 +212,7 @@ async fn pull(
         .map(|tripped| tripped.message.clone())
         .collect();
     if verdict.blocked() {
-        let outcomes = vec![Some(AWAITING_APPROVAL.to_owned()); plan.actions.len()];
-        store
-            .record_actions(summary.run_id, 0, &plan.actions, &outcomes)
-            .await?;
-        store
-            .store_plan(summary.run_id, state.id, &plan, &summary.guards)
-            .await?;
-        summary.status = "blocked";
-        summary.plan = Some(plan);
+        summary.hold_for_approval(store, state.id, plan).await?;
         return Ok(());
     }
     let mut done = 0;
