@@ -719,6 +719,9 @@ async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     if let Some(error) = &run.error {
         println!("error: {error}");
     }
+    for warning in &run.warnings {
+        println!("warning: {warning}");
+    }
     for action in &actions {
         let outcome = action
             .outcome

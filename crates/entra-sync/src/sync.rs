@@ -17,14 +17,10 @@ use crate::config::{Connection, SecretSource};
 use crate::graph::{Credential, DeltaStart, GraphClient, GraphSettings};
 use crate::mail::Welcome;
 use crate::store::{
-    ConnectionState, DeltaLinks, PlanState, RunMark, SourceWrite, Store, StoreError, Trigger,
+    ConnectionState, DeltaLinks, PlanState, RunEnd, RunMark, SourceWrite, Store, StoreError, Trigger,
 };
 use crate::targets::directory::Directory;
 use crate::targets::{Target, TargetError};
-
-/// Actions per apply transaction: large enough for throughput, small enough that a crash loses
-/// little work and progress moves.
-pub(crate) const APPLY_BATCH: usize = 5_000;
 
 /// The outcome recorded for the actions of a plan a guard stopped, until it is approved.
 const AWAITING_APPROVAL: &str = "not applied: awaiting approval";
@@ -147,18 +143,16 @@ impl RunSummary {
         }
         self.graph_requests = graph_requests;
         self.duration_ms = started.elapsed().as_millis() as u64;
-        store
-            .finish_run(
-                self.run_id,
-                self.mode,
-                self.status,
-                Some(&self.counts),
-                self.graph_requests,
-                self.duration_ms,
-                self.error.as_deref(),
-                clock::now(),
-            )
-            .await
+        let end = RunEnd {
+            mode: self.mode,
+            status: self.status,
+            counts: Some(&self.counts),
+            graph_requests: self.graph_requests,
+            duration_ms: self.duration_ms,
+            error: self.error.as_deref(),
+            warnings: &self.warnings,
+        };
+        store.finish_run(self.run_id, &end, clock::now()).await
     }
 }
 
@@ -420,16 +414,15 @@ async fn execute(
         return Ok(());
     }
     let total = plan.actions.len() as u64;
-    let mut done = 0;
     let phase = Instant::now();
-    for batch in plan.actions.chunks(APPLY_BATCH) {
-        let outcomes = directory
-            .apply_and_record(batch, clock::now(), summary.run_id, done as usize)
-            .await?;
-        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
-        done += batch.len() as u64;
-        progress(ProgressEvent::Applied { done, total });
-    }
+    summary.failed_actions = directory
+        .apply_all(&plan.actions, summary.run_id, |done| {
+            progress(ProgressEvent::Applied {
+                done: done as u64,
+                total,
+            })
+        })
+        .await?;
     tracing::debug!(
         elapsed_ms = phase.elapsed().as_millis() as u64,
         "applied and recorded the plan"
@@ -621,15 +614,7 @@ pub async fn approve(
         .and_then(|connection| Welcome::for_connection(connection, Some(run_id)));
     let directory = Directory::new(store.pool.clone(), stored.organization_id).with_welcome(welcome);
     directory.load().await?;
-    let mut failed_actions = 0;
-    let mut done = 0;
-    for batch in stored.plan.actions.chunks(APPLY_BATCH) {
-        let outcomes = directory
-            .apply_and_record(batch, clock::now(), run_id, done)
-            .await?;
-        failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
-        done += batch.len();
-    }
+    let failed_actions = directory.apply_all(&stored.plan.actions, run_id, |_| {}).await?;
     store.mark_approved(run_id, clock::now()).await?;
     Ok(RunSummary {
         run_id,

@@ -103,6 +103,7 @@ mod tests {
             graph_requests: 3,
             duration_ms: Some(10),
             error: None,
+            warnings: Vec::new(),
         }
     }
 

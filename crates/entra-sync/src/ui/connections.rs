@@ -36,6 +36,7 @@ pub(super) fn run_json(run: &RunRecord) -> Value {
         "duration_ms": run.duration_ms,
         "graph_requests": run.graph_requests,
         "error": run.error,
+        "warnings": run.warnings,
         "counts": super::history::counts_list(run.counts.as_ref()),
     })
 }

@@ -303,7 +303,7 @@ async fn emails_wait_queued_while_the_server_is_down_and_go_once_after_a_crash_a
     let Some(mut sink) = Sink::new() else { return };
     let tenant = Tenant::start(8, 2).await;
     let workspace = Workspace::new(&format!(
-        "{}schedule = \"every 1h\"\n[connections.options]\nwelcome_email = true\n\n{}",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}schedule = \"every 1h\"\n[connections.options]\nwelcome_email = true\n\n{}",
         tenant.connection("contoso"),
         sink.email_config("retry_initial = \"1s\"\n")
     ));
@@ -355,6 +355,95 @@ async fn emails_wait_queued_while_the_server_is_down_and_go_once_after_a_crash_a
     // The process sends nothing more: still one each a little later.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(per_recipient(&sink.messages().await), recipients);
+    let mut service = service;
+    service.terminate().await;
+}
+
+/// A SIGKILL while a run applies its plan, then a restart: the users and outbox rows of the
+/// committed batches are kept together, the next run creates the rest, and every created user gets
+/// exactly one email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_in_the_middle_of_a_run_loses_no_email_and_doubles_none() {
+    let Some(mut sink) = Sink::new() else { return };
+    let tenant = Tenant::start(300, 4).await;
+    let workspace = Workspace::new(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}schedule = \"every 1h\"\n[connections.options]\nwelcome_email = true\n\n{}",
+        tenant.connection("contoso"),
+        sink.email_config("retry_initial = \"1s\"\n")
+    ));
+    let created = workspace.run(&["token", "create", "--name", "mail"]).await;
+    assert!(created.status.success());
+    let token = String::from_utf8(created.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned();
+    // Small apply transactions, so that the kill lands with part of the users created. The sink
+    // is down meanwhile: what the outbox holds at the kill is what the killed run committed.
+    let small_batches = [(entra_sync::targets::directory::APPLY_BATCH_VAR, "5")];
+    let mut service = Service::start_with_env(&workspace, &token, &[], &small_batches).await;
+    for _ in 0..3_000 {
+        let queued = service.get("/api/v1/emails?limit=1").await;
+        if queued.as_array().is_some_and(|emails| !emails.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    service.kill().await;
+
+    let data = data_dir(&workspace);
+    let at_kill = emails(&data).await.len();
+    let users_at_kill = workspace.users().await.len();
+    let store = Store::open(&data).await.expect("the store opens");
+    let runs = store.runs(Some("contoso"), 10).await.expect("runs");
+    assert_eq!(
+        runs.iter().map(|run| run.status.as_str()).collect::<Vec<_>>(),
+        ["running"],
+        "the killed run never ended"
+    );
+    drop(store);
+
+    sink.start().await;
+    let service = Service::start_with_env(&workspace, &token, &[], &small_batches).await;
+    // The first run after the restart is at once: the connection never had a successful one.
+    let mut runs = Vec::new();
+    for _ in 0..600 {
+        runs = service.runs("contoso").await;
+        if runs.iter().any(|run| run["status"] == "succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        runs.iter().map(|run| run["status"].clone()).collect::<Vec<_>>(),
+        [json!("interrupted"), json!("succeeded")],
+        "{runs:?}"
+    );
+    let directory = workspace.users().await;
+    let expected: BTreeMap<String, usize> = directory
+        .values()
+        .filter(|user| user["status"] == "active" && user["email"].is_string())
+        .map(|user| (user["email"].as_str().expect("email").to_lowercase(), 1))
+        .collect();
+    assert!(
+        0 < at_kill && at_kill < expected.len(),
+        "the kill came after the first batch and before the last: {at_kill} of {} emails",
+        expected.len()
+    );
+    assert_eq!(
+        count(&runs[1]["counts"], "created") as usize,
+        directory.len() - users_at_kill,
+        "the next run created exactly the users the killed one had not: {}",
+        runs[1]
+    );
+    for _ in 0..600 {
+        let outbox = emails(&data).await;
+        if outbox.len() == expected.len() && outbox.iter().all(|email| email.status == "sent") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let messages = sink.messages().await;
+    assert_eq!(per_recipient(&messages), expected, "one email per created user");
     let mut service = service;
     service.terminate().await;
 }

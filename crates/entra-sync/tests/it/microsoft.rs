@@ -190,6 +190,9 @@ async fn a_tenant_that_refuses_the_data_leaves_a_warning_on_the_connection_not_a
         connection["microsoft_data"]["read_at"].is_string(),
         "{connection}"
     );
+    // The history keeps them with the run.
+    let (_, run) = api.get(&format!("/api/v1/runs/{}", summary["run_id"])).await;
+    assert_eq!(run["warnings"], json!(warnings), "{run}");
 
     let (_, users) = api.get("/api/v1/users").await;
     let users = users.as_array().expect("users");
