@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use crate::config::{Config, ConfigError, Connection, ConnectionFile, validate_connection};
 use crate::secrets::{SecretKey, SecretKeyError};
-use crate::store::{Doing, Store, StoreError, timestamp};
+use crate::store::{Doing, Store, StoreError, ensure_organization, timestamp};
 
 /// Keys the API refuses: they name files or environment variables on the server, whose content
 /// a client of the API could otherwise have sent, as a credential, to a token endpoint it chose.
@@ -203,14 +203,7 @@ impl Store {
         .execute(&mut *transaction)
         .await
         .doing("saving the connection")?;
-        sqlx::query(
-            "INSERT INTO organizations (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(organization)
-        .bind(timestamp(now))
-        .execute(&mut *transaction)
-        .await
-        .doing("creating the organization")?;
+        ensure_organization(&mut transaction, organization, now).await?;
         sqlx::query(
             "UPDATE connections SET organization_id = (SELECT id FROM organizations WHERE name = ?) WHERE name = ?",
         )

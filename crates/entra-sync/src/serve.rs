@@ -256,20 +256,32 @@ impl Runner {
         self.check_organization(&connection)?;
         let sealed_secret = self.secret_key().await?.seal(&name, &secret)?;
         let stored = StoredConnection {
-            name: name.clone(),
+            name,
             definition,
             sealed_secret,
         };
+        self.install(stored, connection, Arc::new(Semaphore::new(1)))
+            .await
+    }
+
+    /// Saves a connection made or edited through the API and puts it in its slot, keeping the
+    /// slot's `running` permit so that a run going on still holds the connection.
+    async fn install(
+        &self,
+        stored: StoredConnection,
+        connection: Connection,
+        running: Arc<Semaphore>,
+    ) -> Result<Arc<Connection>, EditRefused> {
         self.store
             .save_api_connection(&stored, &connection.organization, clock::now())
             .await?;
         let connection = Arc::new(connection);
         self.slots_mut().insert(
-            name,
+            stored.name,
             ConnectionSlot {
                 connection: connection.clone(),
                 origin: Origin::Api,
-                running: Arc::new(Semaphore::new(1)),
+                running,
             },
         );
         self.changed.send_modify(|generation| *generation += 1);
@@ -323,19 +335,7 @@ impl Runner {
             definition,
             sealed_secret,
         };
-        self.store
-            .save_api_connection(&stored, &connection.organization, clock::now())
-            .await?;
-        let connection = Arc::new(connection);
-        self.slots_mut().insert(
-            name.to_owned(),
-            ConnectionSlot {
-                connection: connection.clone(),
-                ..slot
-            },
-        );
-        self.changed.send_modify(|generation| *generation += 1);
-        Ok(connection)
+        self.install(stored, connection, slot.running).await
     }
 
     /// Deletes a connection made through the API, unless a run of it is going on. Its history

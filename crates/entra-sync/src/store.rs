@@ -266,14 +266,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<ConnectionState, StoreError> {
         let mut transaction = self.pool.begin().await.doing("loading the connection")?;
-        sqlx::query(
-            "INSERT INTO organizations (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(organization)
-        .bind(timestamp(now))
-        .execute(&mut *transaction)
-        .await
-        .doing("creating the organization")?;
+        ensure_organization(&mut transaction, organization, now).await?;
         let organization_id: i64 = sqlx::query_scalar("SELECT id FROM organizations WHERE name = ?")
             .bind(organization)
             .fetch_one(&mut *transaction)
@@ -909,6 +902,21 @@ pub enum PlanState {
     Applied,
     /// Dropped from the admin UI: nothing of it was applied.
     Discarded,
+}
+
+/// Creates the organization of that name unless it exists.
+pub(crate) async fn ensure_organization(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO organizations (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(timestamp(now))
+        .execute(&mut **transaction)
+        .await
+        .doing("creating the organization")?;
+    Ok(())
 }
 
 /// The users of the organization named by the one parameter, in the column order of `user_record`.
