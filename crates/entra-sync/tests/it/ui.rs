@@ -398,6 +398,18 @@ async fn the_connection_page_shows_microsoft_data_the_tenant_refuses() {
         "{}",
         user.body
     );
+    // The run that met the refusal keeps the warning in the history.
+    let run = ui.get("/ui/runs/1").await;
+    let warnings = run
+        .body
+        .split("data-test=\"run-warnings\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no warnings on the run page: {}", run.body));
+    assert!(
+        warnings.contains("the tenant has no Entra ID P1 or P2 licence"),
+        "{}",
+        run.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
