@@ -310,7 +310,6 @@ pub(super) async fn test(
     };
     let mut health = notice.clone();
     health["tested_at"] = json!(crate::store::timestamp(clock::now()));
-    health["secret_expiry"] = json!(test.secret_expiry);
     health["expiry"] = expiry_json(&test.secret_expiry);
     ui.health
         .lock()
