@@ -3,9 +3,9 @@
 //!
 //! The walk to `notAfter` reads tags and lengths only and never decodes the names or extensions
 //! it steps over. A general ASN.1 decoder (`simple_asn1`, already in the tree through
-//! jsonwebtoken) decodes every string of the certificate strictly and refuses certificates whose
-//! subject has a character PrintableString does not allow, which real certificates do have;
-//! the X.509 parser crates would be new dependencies for six bytes of a date.
+//! jsonwebtoken) decodes every string of the certificate strictly: it refuses a whole certificate
+//! for one name with a character PrintableString does not allow (`@`, `*`, `_`), which some
+//! issuers write; the X.509 parser crates would be new dependencies for one date.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
