@@ -9,6 +9,7 @@ pub mod config;
 pub mod connections;
 pub mod demo;
 pub mod graph;
+pub mod health;
 pub mod live;
 pub mod mail;
 pub mod metrics;

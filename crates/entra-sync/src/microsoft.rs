@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::graph::{Error, GraphClient};
+use crate::graph::GraphClient;
 use crate::store::{Doing, ROWS_PER_INSERT, Store, StoreError, timestamp};
 
 /// A licence as the API shows it.
@@ -31,17 +31,6 @@ pub struct Status {
     pub read_at: Option<String>,
     /// What the tenant refused, one line each, saying what to grant.
     pub warnings: Vec<String>,
-}
-
-/// A Graph error that means "not allowed" (HTTP 403), with its code.
-fn refused(error: &Error) -> Option<&str> {
-    match error {
-        Error::PermissionDenied { code, .. } => Some(code),
-        Error::Graph {
-            status: 403, code, ..
-        } => Some(code),
-        _ => None,
-    }
 }
 
 /// The warning for a refused sign-in or MFA read, by Graph's code.
@@ -68,14 +57,14 @@ pub async fn refresh(
     let skus = match client.subscribed_skus().await {
         Ok(skus) => Some(skus),
         Err(error) => {
-            match refused(&error) {
+            match error.refused_code() {
                 Some(code) => warnings.push(format!(
                     "licence names unavailable: the app lacks LicenseAssignment.Read.All (403 {code} on subscribedSkus): grant it as an Application permission with admin consent"
                 )),
                 None => warnings.push(format!("licence names not refreshed: {error}")),
             }
             // Refused: the names are no longer ours to show. Failed: keep the last ones.
-            refused(&error).map(|_| Vec::new())
+            error.refused_code().map(|_| Vec::new())
         }
     };
     // Both need the same permission and licence: when the first read is refused, the second
@@ -96,7 +85,7 @@ pub async fn refresh(
                         .filter_map(|entry| Some((entry.id, entry.is_mfa_registered?)))
                         .collect::<BTreeMap<String, bool>>(),
                 ),
-                Err(error) => match refused(&error) {
+                Err(error) => match error.refused_code() {
                     Some(code) => {
                         warnings.push(audit_warning("MFA registration", code));
                         Some(BTreeMap::new())
@@ -109,7 +98,7 @@ pub async fn refresh(
             };
             (Some(sign_ins), mfa)
         }
-        Err(error) => match refused(&error) {
+        Err(error) => match error.refused_code() {
             Some(code) => {
                 warnings.push(audit_warning("last sign-in and MFA registration", code));
                 (Some(BTreeMap::new()), Some(BTreeMap::new()))

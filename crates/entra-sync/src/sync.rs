@@ -213,12 +213,17 @@ pub fn resolve_credential(connection: &Connection) -> Result<Credential, SyncErr
 
 /// A Graph client for a connection.
 pub fn graph_client(connection: &Connection) -> Result<GraphClient, SyncError> {
+    graph_client_with(connection, resolve_credential(connection)?)
+}
+
+/// A Graph client for a connection whose credential the caller already read.
+pub fn graph_client_with(connection: &Connection, credential: Credential) -> Result<GraphClient, SyncError> {
     Ok(GraphClient::new(GraphSettings {
         authority_url: connection.authority_url.clone(),
         graph_url: connection.graph_url.clone(),
         tenant_id: connection.tenant_id.clone(),
         client_id: connection.client_id.clone(),
-        credential: resolve_credential(connection)?,
+        credential,
     })?)
 }
 

@@ -34,6 +34,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/tenant", get(tenant))
         .route("/tenant/premium", put(set_premium))
         .route("/app/roles", put(set_roles))
+        .route("/app/secret-expiry", put(set_secret_expiry))
 }
 
 fn user_json(directory: &Directory, id: &str) -> Result<Value, ModelError> {
@@ -198,8 +199,28 @@ async fn advance_clock(State(state): Shared, Json(body): Json<ClockMove>) -> Jso
 }
 
 async fn expire_secret(State(state): Shared) -> StatusCode {
-    state.issuer.expire_secret();
+    state.issuer.set_secret_end(state.clock.now());
     StatusCode::NO_CONTENT
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SecretExpiry {
+    end_date_time: String,
+}
+
+async fn set_secret_expiry(
+    State(state): Shared,
+    Json(body): Json<SecretExpiry>,
+) -> Result<StatusCode, ModelError> {
+    let end = crate::clock::parse_iso(&body.end_date_time).ok_or_else(|| {
+        ModelError::BadRequest(format!(
+            "endDateTime {:?} is not a time such as 2027-01-10T00:00:00Z",
+            body.end_date_time
+        ))
+    })?;
+    state.issuer.set_secret_end(end);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(serde::Deserialize)]

@@ -11,13 +11,19 @@
 //! - `GET /v1.0/users`, `/users/{id|upn}`, `/users/delta`, `/groups`, `/groups/{id}`,
 //!   `/groups/{id}/members`, `/groups/{id}/transitiveMembers`, `/groups/delta`, `/subscribedSkus`;
 //!   `/directory/deletedItems/microsoft.graph.user` (and `.group`, always empty: groups are deleted
-//!   for good); `/reports/authenticationMethods/userRegistrationDetails`; `POST /v1.0/$batch` with
-//!   up to 20 of those GETs.
+//!   for good); `/reports/authenticationMethods/userRegistrationDetails`;
+//!   `/applications(appId='{client_id}')`, the app's registration with its client secret as a
+//!   `passwordCredential` (`hint`: the secret's first three characters; `startDateTime`: the
+//!   emulator's start; `endDateTime`: two years later, or what `PUT app/secret-expiry` set), 404
+//!   `Request_ResourceNotFound` for another app id; `POST /v1.0/$batch` with up to 20 of those
+//!   GETs.
 //! - Permissions are enforced from the token's `roles` as Graph does: `subscribedSkus` needs
 //!   `LicenseAssignment.Read.All` (or Organization/Directory.Read.All), else 403
 //!   `Authorization_RequestDenied`; `signInActivity` and `userRegistrationDetails` need
 //!   `AuditLog.Read.All` (403 `Authentication_MSGraphPermissionMissing`) and a premium tenant (403
-//!   `Authentication_RequestFromNonPremiumTenantOrB2CTenant`).
+//!   `Authentication_RequestFromNonPremiumTenantOrB2CTenant`); the app registration needs
+//!   `Application.Read.All` (or Application.ReadWrite.All, Directory.Read.All,
+//!   Directory.ReadWrite.All), else 403 `Authorization_RequestDenied`.
 //!
 //! # Control API (`/_emulator/`, JSON, no auth)
 //!
@@ -34,6 +40,7 @@
 //! | `POST faults` `{"kind","share"?,"count"?,"retry_after"?,"path_contains"?}`, `DELETE faults` | script faults: `throttle`, `service_unavailable`, `gateway_timeout`, `delta_reset`, `truncated_body`, `replay_page`, `empty_page` |
 //! | `POST clock` `{"advance_seconds"}` | move the emulated clock (token expiry, soft-delete purge) |
 //! | `POST secret/expire` | the client secret is expired from now on (AADSTS7000222) |
+//! | `PUT app/secret-expiry` `{"endDateTime"}` | when the client secret expires: the registration's `endDateTime`, and from then on the token endpoint refuses the secret (AADSTS7000222) |
 //! | `PUT app/roles` `["User.Read.All", …]` | the permissions granted to the app; tokens issued afterwards carry them |
 //! | `PUT tenant/premium` `{"premium"}` | whether the tenant has an Entra ID P1/P2 licence |
 //! | `POST churn` `{"events"}` | hires, leavers, moves, new titles, disabled accounts → `{"events":[lines]}` |
@@ -51,11 +58,15 @@
 //! - `$orderby` is refused; `$expand` is refused on collections; members accept no `$filter`.
 //! - Graph's address `state` property is never set: `state` in control JSON is the lifecycle.
 //! - A removed manager shows as `"manager@delta": []`.
+//! - The app registration is served by app id only (not `/applications/{id}` nor the list), with
+//!   one client secret and `keyCredentials` always empty: a registered certificate is not listed,
+//!   since the emulator does not read certificates' dates.
 
 // Handlers answer with an axum `Response` on both paths; boxing the error side of a test server's
 // `Result`s would only add noise.
 #![allow(clippy::result_large_err)]
 
+mod application;
 mod batch;
 mod churn;
 mod clock;
@@ -125,12 +136,14 @@ pub struct EmulatorOptions {
 }
 
 /// What [`EmulatorOptions::default`] grants: what a sync needs, plus what licence names
-/// (`LicenseAssignment.Read.All`) and sign-in and MFA data (`AuditLog.Read.All`) need.
+/// (`LicenseAssignment.Read.All`), sign-in and MFA data (`AuditLog.Read.All`) and the client
+/// secret's expiry (`Application.Read.All`) need.
 pub const DEFAULT_ROLES: &[&str] = &[
     "User.Read.All",
     "GroupMember.Read.All",
     "LicenseAssignment.Read.All",
     "AuditLog.Read.All",
+    "Application.Read.All",
 ];
 
 impl Default for EmulatorOptions {

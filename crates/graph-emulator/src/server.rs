@@ -66,7 +66,7 @@ impl AppState {
         let key_seed = url.bytes().fold(options.seed ^ clock.now() as u64, |key, byte| {
             key.rotate_left(7) ^ u64::from(byte)
         });
-        let issuer = Issuer::new(&options, key_seed)?;
+        let issuer = Issuer::new(&options, key_seed, clock.now())?;
         let budget = crate::throttle::budget_for(directory.users.len());
         let mut token_key = [0u8; 16];
         let mut rng = Rng::new(key_seed);
@@ -460,6 +460,7 @@ fn endpoint_name(segments: &[String]) -> &'static str {
         (Some("reports"), _, _) => "user_registration_details",
         (Some("$batch"), _, _) => "batch",
         (Some("directory"), _, _) => "deleted_items",
+        (Some(application), None, _) if application.starts_with("applications(") => "application",
         _ => "other",
     }
 }
@@ -506,6 +507,9 @@ fn dispatch(request: &Request<'_>, method: &Method, segments: &[String]) -> Resp
         ["subscribedSkus"] => crate::collections::subscribed_skus(request),
         ["reports", "authenticationMethods", "userRegistrationDetails"] => {
             crate::collections::user_registration_details(request)
+        }
+        [application] if application.starts_with("applications(") => {
+            crate::application::get(request, application)
         }
         _ => request.error(
             StatusCode::BAD_REQUEST,

@@ -2,7 +2,7 @@
 //! a certificate assertion) and the check of the access token on every Graph request.
 
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,10 @@ use crate::server::AppState;
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
+/// How long the client secret is valid from the emulator's start: two years, the longest the
+/// Entra admin center offers, so no test that moves the clock by weeks expires it by accident.
+const SECRET_LIFETIME_SECONDS: i64 = 2 * 365 * 24 * 3600;
+
 /// The registered certificate: its public key and both thumbprint forms.
 struct Certificate {
     key: DecodingKey,
@@ -29,7 +33,12 @@ pub(crate) struct Issuer {
     signing: EncodingKey,
     verifying: DecodingKey,
     certificate: Option<Certificate>,
-    secret_expired: AtomicBool,
+    /// When the client secret became valid (the emulator's start), Unix seconds.
+    secret_start: i64,
+    /// When the client secret expires, Unix seconds on the emulated clock: from then on the token
+    /// endpoint refuses it (AADSTS7000222), and the app registration shows it as its
+    /// `endDateTime`.
+    secret_end: AtomicI64,
     /// The application permissions the tenant granted the app; a token carries those granted
     /// when it was issued, as Entra's do.
     roles: RwLock<Vec<String>>,
@@ -76,7 +85,7 @@ impl TokenError {
 }
 
 impl Issuer {
-    pub(crate) fn new(options: &EmulatorOptions, key_seed: u64) -> anyhow::Result<Issuer> {
+    pub(crate) fn new(options: &EmulatorOptions, key_seed: u64, now: i64) -> anyhow::Result<Issuer> {
         let mut key = sha2::Sha256::new();
         key.update(key_seed.to_le_bytes());
         key.update(options.client_secret.as_bytes());
@@ -89,13 +98,20 @@ impl Issuer {
             signing: EncodingKey::from_secret(&key),
             verifying: DecodingKey::from_secret(&key),
             certificate,
-            secret_expired: AtomicBool::new(false),
+            secret_start: now,
+            secret_end: AtomicI64::new(now + SECRET_LIFETIME_SECONDS),
             roles: RwLock::new(options.roles.clone()),
         })
     }
 
-    pub(crate) fn expire_secret(&self) {
-        self.secret_expired.store(true, Ordering::Relaxed);
+    /// The client secret expires at `end` (Unix seconds); a time already past expires it now.
+    pub(crate) fn set_secret_end(&self, end: i64) {
+        self.secret_end.store(end, Ordering::Relaxed);
+    }
+
+    /// When the client secret became valid and when it expires, Unix seconds.
+    pub(crate) fn secret_validity(&self) -> (i64, i64) {
+        (self.secret_start, self.secret_end.load(Ordering::Relaxed))
     }
 
     /// Grants exactly `roles`; tokens issued from now on carry them.
@@ -292,7 +308,7 @@ impl Issuer {
                         ),
                     ));
                 }
-                if self.secret_expired.load(Ordering::Relaxed) {
+                if now >= self.secret_end.load(Ordering::Relaxed) {
                     return Err(TokenError::new(
                         StatusCode::UNAUTHORIZED,
                         "invalid_client",

@@ -34,11 +34,11 @@ use crate::config::{Connection, SecretSource};
 use crate::graph::permissions;
 use crate::serve::{EditRefused, Origin, RunFailed, RunRefused, Runner};
 use crate::store::{Store, Trigger, UserRecord};
-use crate::sync::{self, ApproveError, RunOptions, SyncError};
+use crate::sync::{ApproveError, RunOptions, SyncError};
 use crate::targeted::{OneMode, Subject};
 use crate::targets::Target;
 use crate::targets::directory::Directory;
-use crate::{changes, clock, mail, microsoft};
+use crate::{changes, clock, health, mail, microsoft};
 
 /// Runs a list answers when the query gives no `limit`, and the most it answers.
 const DEFAULT_RUNS: i64 = 100;
@@ -361,36 +361,19 @@ async fn test_connection(
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = name.map_err(bad_path)?;
     let connection = find_connection(&state.runner, &name)?;
-    let roles = match sync::graph_client(&connection) {
-        Ok(client) => client.granted_roles().await.map_err(|error| error.to_string()),
-        Err(error) => Err(error.to_string()),
-    };
-    let (ok, token, permissions) = match roles {
-        Err(error) => (false, json!({ "ok": false, "error": error }), Value::Null),
-        Ok(Some(granted)) => {
-            let missing = permissions::missing(&granted);
-            // Not needed to sync: what the Microsoft data would also read (licence names,
-            // sign-ins and MFA registration).
-            let optional_missing = permissions::missing_of(permissions::OPTIONAL, &granted);
-            let permissions = json!({
-                "granted": granted,
-                "missing": missing,
-                "optional_missing": optional_missing,
-            });
-            (missing.is_empty(), json!({ "ok": true }), permissions)
-        }
-        // Only a sync can tell then: Graph enforces the permissions either way.
-        Ok(None) => (true, json!({ "ok": true }), Value::Null),
+    let test = health::test(&connection, clock::now()).await;
+    let token = match &test.token_error {
+        None => json!({ "ok": true }),
+        Some(error) => json!({ "ok": false, "error": error }),
     };
     Ok(Json(json!({
         "connection": name,
-        "ok": ok,
+        "ok": test.ok,
         "token": token,
-        "permissions": permissions,
+        "permissions": test.permissions,
         "required": permissions::REQUIRED.iter().map(|r| r.permission).collect::<Vec<_>>(),
-        // Reading the app registration, where the expiry is, needs Application.Read.All, which a
-        // sync does not ask for.
-        "secret_expires_at": Value::Null,
+        "secret_expires_at": test.secret_expiry.expires_at,
+        "secret_expiry": test.secret_expiry,
     })))
 }
 

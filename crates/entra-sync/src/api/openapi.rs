@@ -103,12 +103,18 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         method: "post",
         path: "/api/v1/connections/{name}/test",
-        summary: "Checks the connection: a token, and the permissions it grants \
-                  (User.Read.All and GroupMember.Read.All, or roles that include them)",
+        summary: "Checks the connection: a token, the permissions it grants (User.Read.All and \
+                  GroupMember.Read.All, or roles that include them; optional_missing lists what \
+                  the Microsoft data and the secret's expiry would also need), and when the \
+                  credential expires: a certificate's notAfter, or the endDateTime of the app \
+                  registration's client secret whose hint matches (needs Application.Read.All). \
+                  An expiry that cannot be read is a warning and leaves ok as it is",
         query: &[],
         success: (
             "200",
-            "{connection, ok, token: {ok, error}, permissions: {granted, missing, optional_missing}, required}",
+            "{connection, ok, token: {ok, error}, permissions: {granted, missing, optional_missing}, required, \
+             secret_expires_at: RFC 3339 or null, secret_expiry: {source: certificate|app_registration, \
+             state: valid|expiring|expired|unknown, expires_at, days_left, warning}}",
         ),
         token: true,
     },

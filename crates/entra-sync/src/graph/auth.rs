@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
+use super::certificate::certificate_der;
 use super::client::{Transport, random_u64};
 use super::wire::{TokenErrorBody, TokenResponse};
 use super::{Credential, Error, GraphSettings};
@@ -186,21 +187,6 @@ impl Authenticator {
     }
 }
 
-/// The DER bytes of the first certificate in a PEM text.
-fn certificate_der(certificate_pem: &str) -> Result<Vec<u8>, Error> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let not_pem = || Error::Certificate {
-        reason: "the certificate has no -----BEGIN CERTIFICATE----- block".to_owned(),
-    };
-    let (_, rest) = certificate_pem.split_once(BEGIN).ok_or_else(not_pem)?;
-    let (body, _) = rest.split_once(END).ok_or_else(not_pem)?;
-    let base64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    STANDARD.decode(base64).map_err(|error| Error::Certificate {
-        reason: format!("the certificate block is not base64 ({error})"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::process::Command;
@@ -313,14 +299,5 @@ mod tests {
                 .clone()
         };
         assert_ne!(jti(&assertion), jti(&again), "jti must be unique per assertion");
-    }
-
-    #[test]
-    fn a_certificate_that_is_not_pem_is_refused_with_the_reason() {
-        let error = certificate_der("MIIB...").expect_err("not PEM");
-        assert!(
-            error.to_string().contains("no -----BEGIN CERTIFICATE----- block"),
-            "{error}"
-        );
     }
 }

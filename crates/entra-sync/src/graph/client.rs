@@ -15,7 +15,10 @@ use url::Url;
 
 use super::auth::Authenticator;
 use super::error::without_query;
-use super::wire::{Page, PageLink, SubscribedSku, UserRegistration, UserSignIns, graph_error};
+use super::wire::{
+    AppRegistration, Page, PageLink, PasswordCredential, SubscribedSku, UserRegistration, UserSignIns,
+    graph_error,
+};
 use super::{DeltaStart, Error, GraphSettings, RoundEnd};
 
 /// The user properties the sync reads (GRAPH.md §5.1). Delta returns only what is selected.
@@ -58,6 +61,8 @@ struct Inner {
     graph_origin: url::Origin,
     /// Where single objects are read (`{graph_url}/v1.0/users/{id}`).
     graph_url: Url,
+    /// The app's Application (client) ID, to read its own registration.
+    client_id: String,
 }
 
 /// Sends requests with retries and counts them.
@@ -99,6 +104,7 @@ impl GraphClient {
                 groups_delta_url: first_delta_url(&settings.graph_url, "groups", GROUP_SELECT)?,
                 graph_origin: settings.graph_url.origin(),
                 graph_url: settings.graph_url.clone(),
+                client_id: settings.client_id.clone(),
             }),
         })
     }
@@ -266,6 +272,22 @@ impl GraphClient {
         // The report's page size and columns are Graph's defaults: no documented maximum to ask for.
         url.set_query(None);
         self.all_pages(url).await
+    }
+
+    /// The client secrets of the app's own registration, without their values; `None` when the
+    /// tenant has no such registration (a multi-tenant app's lives in its home tenant). Needs
+    /// `Application.Read.All` or a permission that includes it. Only `passwordCredentials` is
+    /// selected: Graph limits reads that select `keyCredentials` to 150 a minute per tenant, and a
+    /// certificate's expiry is read from the certificate itself.
+    pub async fn own_password_credentials(&self) -> Result<Option<Vec<PasswordCredential>>, Error> {
+        // An OData string key: a quote inside is doubled.
+        let key = format!(
+            "applications(appId='{}')",
+            self.inner.client_id.replace('\'', "''")
+        );
+        let url = self.object_url(&[&key], "passwordCredentials")?;
+        let registration: Option<AppRegistration> = none_when_not_found(self.get_json(&url).await)?;
+        Ok(registration.map(|registration| registration.password_credentials))
     }
 
     /// Every page of a (non-delta) collection.

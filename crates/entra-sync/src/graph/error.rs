@@ -96,6 +96,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// Graph's code when it refused the request as not allowed (HTTP 403: a permission the app
+    /// lacks, or a licence the tenant lacks), for reads a sync can do without.
+    pub fn refused_code(&self) -> Option<&str> {
+        match self {
+            Error::PermissionDenied { code, .. } => Some(code),
+            Error::Graph {
+                status: 403, code, ..
+            } => Some(code),
+            _ => None,
+        }
+    }
+
     /// True when the delta links must be discarded and the next round started with
     /// `DeltaStart::Full`.
     pub fn is_delta_reset(&self) -> bool {

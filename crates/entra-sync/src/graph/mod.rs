@@ -6,6 +6,7 @@
 //! against Microsoft's own sample bodies.
 
 mod auth;
+mod certificate;
 mod client;
 mod error;
 pub mod permissions;
@@ -13,6 +14,7 @@ pub mod wire;
 
 use std::fmt;
 
+pub use certificate::certificate_not_after;
 pub use client::{GraphClient, GroupMembers};
 pub use error::Error;
 

@@ -33,7 +33,8 @@ pub const REQUIRED: &[Requirement] = &[
     },
 ];
 
-/// What the Microsoft data needs (`microsoft.rs`): a sync works without them, with a warning.
+/// What the Microsoft data (`microsoft.rs`) and Test connection's secret expiry (`health.rs`)
+/// need: a sync works without them, and each missing one is a warning.
 pub const OPTIONAL: &[Requirement] = &[
     Requirement {
         permission: "LicenseAssignment.Read.All",
@@ -48,6 +49,16 @@ pub const OPTIONAL: &[Requirement] = &[
     Requirement {
         permission: "AuditLog.Read.All",
         satisfied_by: &["AuditLog.Read.All"],
+    },
+    // The app's own registration, where its client secrets' end dates are.
+    Requirement {
+        permission: "Application.Read.All",
+        satisfied_by: &[
+            "Application.Read.All",
+            "Application.ReadWrite.All",
+            "Directory.Read.All",
+            "Directory.ReadWrite.All",
+        ],
     },
 ];
 
@@ -106,6 +117,17 @@ mod tests {
         }
         let granted = vec!["User.Read.All".to_owned(), "Directory.Read.All".to_owned()];
         assert_eq!(missing_of(OPTIONAL, &granted), vec!["AuditLog.Read.All"]);
+        let granted = vec!["User.Read.All".to_owned(), "GroupMember.Read.All".to_owned()];
+        assert_eq!(
+            missing_of(OPTIONAL, &granted),
+            vec![
+                "LicenseAssignment.Read.All",
+                "AuditLog.Read.All",
+                "Application.Read.All"
+            ]
+        );
+        let granted = vec!["Application.ReadWrite.All".to_owned()];
+        assert!(!missing_of(OPTIONAL, &granted).contains(&"Application.Read.All"));
     }
 
     #[test]

@@ -160,6 +160,37 @@ pub struct UserRegistration {
     pub is_mfa_registered: Option<bool>,
 }
 
+/// The app registration's client secrets, from
+/// `GET /applications(appId='…')?$select=passwordCredentials`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppRegistration {
+    #[serde(default)]
+    pub password_credentials: Vec<PasswordCredential>,
+}
+
+/// One client secret of an app registration (Graph's `passwordCredential`), without its value,
+/// which Graph never answers again after it was made.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PasswordCredential {
+    pub key_id: Option<String>,
+    pub display_name: Option<String>,
+    /// The secret's first three characters: the only way to tell which secret is ours.
+    pub hint: Option<String>,
+    pub end_date_time: Option<String>,
+}
+
+impl PasswordCredential {
+    /// When the secret expires; `None` when Graph gives no date or one that does not parse.
+    pub fn expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let text = self.end_date_time.as_deref()?;
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|time| time.with_timezone(&chrono::Utc))
+    }
+}
+
 /// Classifies a Graph error response to a GET of `url` (GRAPH.md §3 and §4): the delta reset
 /// class, a missing permission, or any other error with its code and message.
 pub fn graph_error(url: &Url, status: u16, body: &[u8]) -> Error {

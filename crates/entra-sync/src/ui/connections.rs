@@ -15,7 +15,7 @@ use crate::clock;
 use entra_sync_core::map::{Attributes, Field};
 
 use crate::config::{Connection, SecretSource};
-use crate::graph::permissions;
+use crate::health::{self, ExpirySource, ExpiryState, SecretExpiry};
 use crate::serve::{Origin, RunRefused};
 use crate::store::{RunRecord, Trigger};
 use crate::sync::{self, RunOptions};
@@ -288,40 +288,76 @@ pub(super) async fn sync_now(
     Ok(Redirect::to(&format!("/ui/connections/{}", url_segment(&name))).into_response())
 }
 
-/// Test connection: whether the credential gets a token, and whether the token grants what a
-/// sync reads.
+/// Test connection: whether the credential gets a token, whether the token grants what a
+/// sync reads, and when the credential expires; kept as the connection's health.
 pub(super) async fn test(
     State(ui): State<Ui>,
     Extension(session): Extension<Session>,
     Path(name): Path<String>,
 ) -> Result<Html<String>, UiError> {
     let shared = ui.connection(&name)?;
-    let connection = shared.as_ref();
-    let roles = match sync::graph_client(connection) {
-        Ok(client) => client.granted_roles().await.map_err(|error| error.to_string()),
-        Err(error) => Err(error.to_string()),
-    };
-    let notice = match roles {
-        Err(error) => json!({ "kind": "error", "text": format!("No token: {error}") }),
-        Ok(Some(granted)) => {
-            let missing = permissions::missing(&granted);
-            if missing.is_empty() {
-                json!({ "kind": "ok", "text": format!("Token received; permissions granted: {}.", granted.join(", ")) })
-            } else {
-                json!({ "kind": "error", "text": format!("Token received, but permissions are missing: {}. Grant them and give admin consent.", missing.join(", ")) })
-            }
+    let test = health::test(shared.as_ref(), clock::now()).await;
+    let notice = match (&test.token_error, &test.permissions) {
+        (Some(error), _) => json!({ "kind": "error", "text": format!("No token: {error}") }),
+        (None, Some(permissions)) if !permissions.missing.is_empty() => {
+            json!({ "kind": "error", "text": format!("Token received, but permissions are missing: {}. Grant them and give admin consent.", permissions.missing.join(", ")) })
         }
-        Ok(None) => {
+        (None, Some(permissions)) => {
+            json!({ "kind": "ok", "text": format!("Token received; permissions granted: {}.", permissions.granted.join(", ")) })
+        }
+        (None, None) => {
             json!({ "kind": "ok", "text": "Token received; the token does not list its permissions, so a sync will tell." })
         }
     };
     let mut health = notice.clone();
     health["tested_at"] = json!(crate::store::timestamp(clock::now()));
+    health["expiry"] = expiry_json(&test.secret_expiry);
     ui.health
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(name.clone(), health);
     connection_page(&ui, &session, &name, notice).await
+}
+
+/// How the pages show a credential's expiry: `line`, such as "Secret expires 2027-01-10 (39
+/// days)" or why it is unknown; `highlight`, the badge class when it is close or past; and
+/// `note`, a warning that goes with a known date (several secrets matched, say).
+fn expiry_json(expiry: &SecretExpiry) -> Value {
+    let what = match expiry.source {
+        ExpirySource::Certificate => "Certificate",
+        ExpirySource::AppRegistration => "Secret",
+    };
+    let date = expiry.expires_at.as_deref().and_then(|at| at.get(..10));
+    let line = match (expiry.state, date, expiry.days_left) {
+        (ExpiryState::Expired, Some(date), _) => format!("{what} expired {date}"),
+        (_, Some(date), Some(days)) => {
+            let left = match days {
+                0 => "less than a day".to_owned(),
+                1 => "1 day".to_owned(),
+                days => format!("{days} days"),
+            };
+            format!("{what} expires {date} ({left})")
+        }
+        _ => {
+            let why = expiry.warning.as_deref().unwrap_or("the expiry is unknown");
+            let mut letters = why.chars();
+            letters
+                .next()
+                .map(|first| first.to_uppercase().chain(letters).collect())
+                .unwrap_or_default()
+        }
+    };
+    let highlight = match expiry.state {
+        ExpiryState::Expired => Some("bad"),
+        ExpiryState::Expiring => Some("warn"),
+        ExpiryState::Valid | ExpiryState::Unknown => None,
+    };
+    // An unknown expiry's warning is its line already.
+    let note = match expiry.state {
+        ExpiryState::Unknown => None,
+        _ => expiry.warning.clone(),
+    };
+    json!({ "line": line, "highlight": highlight, "note": note })
 }
 
 /// A connection name as one URL path segment.

@@ -9,7 +9,7 @@ use entra_sync::graph::{Credential, DeltaStart, Error, GraphClient, GraphSetting
 use entra_sync_core::delta::{GroupDelta, Patch, RemovalReason, UserDelta};
 use serde_json::{Value, json};
 
-use crate::support::Tenant;
+use crate::support::{Tenant, openssl_certificate};
 
 /// Microsoft's sample bodies, beside the checkout; `None` (and a message) when they are absent.
 fn graph_samples() -> Option<Vec<(String, Vec<u8>)>> {
@@ -457,33 +457,10 @@ fn plain_http_to_a_remote_host_is_refused() {
     assert!(error.to_string().contains("use https"), "{error}");
 }
 
-/// A self-signed certificate and its key from the `openssl` CLI; `None` (and a message) without it.
-fn openssl_certificate(dir: &std::path::Path) -> Option<(String, String)> {
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-        .args([
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-subj",
-            "/CN=entra-sync-test",
-        ])
-        .current_dir(dir)
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !made {
-        eprintln!("skipped: the openssl CLI is not available to make a test certificate");
-        return None;
-    }
-    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
-    Some((read("cert.pem"), read("key.pem")))
-}
-
 #[tokio::test]
 async fn certificate_credentials_get_a_token_and_read_a_round() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((certificate_pem, private_key_pem)) = openssl_certificate(dir.path()) else {
+    let Some((certificate_pem, private_key_pem)) = openssl_certificate(dir.path(), 1) else {
         return;
     };
     let options = graph_emulator::EmulatorOptions {
@@ -539,7 +516,7 @@ async fn an_expired_secret_or_an_unregistered_certificate_says_what_to_do() {
     assert!(expired.to_string().contains("create a new secret"), "{expired}");
 
     let dir = tempfile::tempdir().unwrap();
-    let Some((certificate_pem, private_key_pem)) = openssl_certificate(dir.path()) else {
+    let Some((certificate_pem, private_key_pem)) = openssl_certificate(dir.path(), 1) else {
         return;
     };
     let unregistered = GraphClient::new(GraphSettings {

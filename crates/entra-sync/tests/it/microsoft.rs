@@ -156,7 +156,11 @@ async fn a_tenant_that_refuses_the_data_leaves_a_warning_on_the_connection_not_a
     assert_eq!(test["ok"], true, "enough to sync: {test}");
     assert_eq!(
         test["permissions"]["optional_missing"],
-        json!(["LicenseAssignment.Read.All", "AuditLog.Read.All"]),
+        json!([
+            "LicenseAssignment.Read.All",
+            "AuditLog.Read.All",
+            "Application.Read.All"
+        ]),
         "{test}"
     );
     let (status, summary) = api

@@ -327,6 +327,120 @@ async fn testing_a_connection_reports_its_token_and_permissions() {
     );
 }
 
+/// `days` whole days and twelve hours from now, as the emulator's control API takes a time.
+fn in_days(days: i64) -> String {
+    (entra_sync::clock::now() + chrono::Duration::days(days) + chrono::Duration::hours(12))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testing_a_connection_reports_when_its_client_secret_expires() {
+    let tenant = Tenant::start(5, 1).await;
+    let expires = in_days(20);
+    tenant
+        .control(
+            reqwest::Method::PUT,
+            "app/secret-expiry",
+            Some(json!({ "endDateTime": expires })),
+        )
+        .await;
+    let api = Api::new(&tenant.connection("contoso")).await;
+    let test = "/api/v1/connections/contoso/test";
+    let (status, answer) = api.send(Method::POST, test, None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["secret_expires_at"], expires.as_str(), "{answer}");
+    let expiry = &answer["secret_expiry"];
+    assert_eq!(expiry["source"], "app_registration", "{answer}");
+    assert_eq!(expiry["expires_at"], expires.as_str(), "{answer}");
+    assert_eq!(expiry["days_left"], 20, "{answer}");
+    assert_eq!(expiry["state"], "expiring", "under 30 days: {answer}");
+    let warning = expiry["warning"].as_str().expect("a warning");
+    assert!(warning.contains("in 20 days"), "{warning}");
+    assert!(
+        !answer.to_string().contains("emu"),
+        "not even the secret's first characters: {answer}"
+    );
+
+    // Without Application.Read.All the expiry is unknown, and says why; the test still passes.
+    tenant
+        .control(
+            reqwest::Method::PUT,
+            "app/roles",
+            Some(json!(["User.Read.All", "GroupMember.Read.All"])),
+        )
+        .await;
+    let (status, answer) = api.send(Method::POST, test, None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["secret_expires_at"], Value::Null, "{answer}");
+    let expiry = &answer["secret_expiry"];
+    assert_eq!(expiry["state"], "unknown", "{answer}");
+    assert_eq!(expiry["days_left"], Value::Null, "{answer}");
+    let warning = expiry["warning"].as_str().expect("why it is unknown");
+    assert!(
+        warning.contains("Application.Read.All") && warning.contains("403"),
+        "{warning}"
+    );
+    assert!(
+        answer["permissions"]["optional_missing"]
+            .as_array()
+            .expect("optional_missing")
+            .contains(&json!("Application.Read.All")),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testing_a_certificate_connection_reads_the_expiry_from_the_certificate() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some((certificate_pem, _)) = crate::support::openssl_certificate(dir.path(), 20) else {
+        return;
+    };
+    let tenant = Tenant::start_with(graph_emulator::EmulatorOptions {
+        users: 5,
+        groups: 1,
+        certificate_pem: Some(certificate_pem),
+        roles: vec!["User.Read.All".to_owned(), "GroupMember.Read.All".to_owned()],
+        ..graph_emulator::EmulatorOptions::default()
+    })
+    .await;
+    let options = graph_emulator::EmulatorOptions::default();
+    let url = tenant.emulator.url();
+    let connection = format!(
+        "[[connections]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\ncertificate_file = \"{}\"\nprivate_key_file = \"{}\"\nauthority_url = \"{url}\"\ngraph_url = \"{url}\"\n",
+        options.tenant_id,
+        options.client_id,
+        dir.path().join("cert.pem").display(),
+        dir.path().join("key.pem").display(),
+    );
+    let api = Api::new(&connection).await;
+    let (status, answer) = api
+        .send(Method::POST, "/api/v1/connections/contoso/test", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["ok"], true, "{answer}");
+    let expiry = &answer["secret_expiry"];
+    assert_eq!(expiry["source"], "certificate", "{answer}");
+    // `-days 20` from a moment ago: 19 whole days and almost 24 hours, or 20 within its second.
+    assert!(matches!(expiry["days_left"].as_i64(), Some(19 | 20)), "{answer}");
+    assert_eq!(expiry["state"], "expiring", "{answer}");
+    assert_eq!(answer["secret_expires_at"], expiry["expires_at"], "{answer}");
+    assert!(
+        expiry["warning"]
+            .as_str()
+            .expect("a warning")
+            .contains("upload it to the app registration"),
+        "{answer}"
+    );
+    let requests = tenant.get("requests").await;
+    assert!(
+        !requests.to_string().contains("applications"),
+        "no Graph request and no permission for a certificate's expiry: {requests}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_a_guard_stopped_is_approved_through_the_api_once() {
     let tenant = Tenant::start(100, 4).await;

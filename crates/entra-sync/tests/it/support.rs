@@ -230,3 +230,35 @@ pub(crate) async fn assert_directory_matches_tenant(workspace: &Workspace, tenan
         );
     }
 }
+
+/// A self-signed certificate valid for `days` and its key (PEM) from the `openssl` CLI, written
+/// to `dir` as `cert.pem` and `key.pem`; `None` (and a message) without it.
+pub(crate) fn openssl_certificate(dir: &std::path::Path, days: u32) -> Option<(String, String)> {
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            &days.to_string(),
+        ])
+        .args([
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-subj",
+            "/CN=entra-sync-test",
+        ])
+        .current_dir(dir)
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !made {
+        eprintln!("skipped: the openssl CLI is not available to make a test certificate");
+        return None;
+    }
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect("openssl wrote it");
+    Some((read("cert.pem"), read("key.pem")))
+}

@@ -561,6 +561,57 @@ async fn sync_now_says_why_a_run_cannot_start() {
     assert!(list.body.contains("Test failed"), "{}", list.body);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_connection_shows_when_the_secret_expires_highlighted_when_close() {
+    let tenant = Tenant::start(5, 1).await;
+    let expires = entra_sync::clock::now() + chrono::Duration::days(10) + chrono::Duration::hours(12);
+    tenant
+        .control(
+            reqwest::Method::PUT,
+            "app/secret-expiry",
+            Some(serde_json::json!({ "endDateTime": expires.format("%Y-%m-%dT%H:%M:%SZ").to_string() })),
+        )
+        .await;
+    let mut ui = Ui::new(&tenant.connection("contoso")).await;
+    let token = api::create_token(&ui.store, "ui").await.expect("a token");
+    ui.sign_in(&token).await;
+    let page = ui.get("/ui/connections/contoso").await;
+    assert!(
+        !page.body.contains("data-test=\"secret-expiry\""),
+        "not tested yet"
+    );
+    let answer = ui
+        .post("/ui/connections/contoso/test", &[("csrf", &csrf(&page.body))])
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let line = format!("Secret expires {} (10 days)", expires.format("%Y-%m-%d"));
+    let highlighted = format!("<span data-test=\"secret-expiry\" class=\"badge warn\">{line}</span>");
+    assert!(answer.body.contains(&highlighted), "{}", answer.body);
+    let list = ui.get("/ui/connections").await;
+    assert!(list.body.contains(&line), "{}", list.body);
+    assert!(list.body.contains("class=\"badge warn\""), "{}", list.body);
+
+    // Without the permission the page says why the expiry is unknown, and the test still passes.
+    tenant
+        .control(
+            reqwest::Method::PUT,
+            "app/roles",
+            Some(serde_json::json!(["User.Read.All", "GroupMember.Read.All"])),
+        )
+        .await;
+    let answer = ui
+        .post("/ui/connections/contoso/test", &[("csrf", &csrf(&page.body))])
+        .await;
+    assert!(answer.body.contains("notice ok"), "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("The secret&#x27;s expiry is unknown: the app lacks Application.Read.All"),
+        "{}",
+        answer.body
+    );
+}
+
 /// The Set up form's fields for a connection named `name` to the emulated tenant: its config
 /// lines (ids, secret, endpoints) as form fields.
 fn set_up_fields(tenant: &Tenant, name: &str) -> Vec<(String, String)> {

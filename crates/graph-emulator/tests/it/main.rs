@@ -1,6 +1,7 @@
 //! Acceptance tests of the Graph emulator, each against a server started on loopback.
 #![allow(clippy::unwrap_used)]
 
+mod application;
 mod batch;
 mod collections;
 mod control;
