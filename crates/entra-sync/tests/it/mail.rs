@@ -285,6 +285,23 @@ async fn no_email_when_welcome_email_is_off() {
     assert!(emails(&data_dir(&workspace)).await.is_empty());
 }
 
+/// A workspace for `serve`: the connection welcomes its new users through the sink, retries a
+/// second after a failed send, and runs hourly (the first run at once); with an API token.
+async fn service_workspace(tenant: &Tenant, sink: &Sink) -> (Workspace, String) {
+    let workspace = Workspace::new(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}schedule = \"every 1h\"\n[connections.options]\nwelcome_email = true\n\n{}",
+        tenant.connection("contoso"),
+        sink.email_config("retry_initial = \"1s\"\n")
+    ));
+    let created = workspace.run(&["token", "create", "--name", "mail"]).await;
+    assert!(created.status.success());
+    let token = String::from_utf8(created.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned();
+    (workspace, token)
+}
+
 /// Polls the service's email list until `done` holds, or fails after a minute.
 async fn wait_for_emails(service: &Service, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     for _ in 0..600 {
@@ -302,17 +319,7 @@ async fn wait_for_emails(service: &Service, what: &str, done: impl Fn(&[Value]) 
 async fn emails_wait_queued_while_the_server_is_down_and_go_once_after_a_crash_and_restart() {
     let Some(mut sink) = Sink::new() else { return };
     let tenant = Tenant::start(8, 2).await;
-    let workspace = Workspace::new(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}schedule = \"every 1h\"\n[connections.options]\nwelcome_email = true\n\n{}",
-        tenant.connection("contoso"),
-        sink.email_config("retry_initial = \"1s\"\n")
-    ));
-    let created = workspace.run(&["token", "create", "--name", "mail"]).await;
-    assert!(created.status.success());
-    let token = String::from_utf8(created.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned();
+    let (workspace, token) = service_workspace(&tenant, &sink).await;
 
     // The first run is at once; nobody listens on the SMTP port.
     let mut service = Service::start(&workspace, &token, &[]).await;
@@ -366,17 +373,7 @@ async fn emails_wait_queued_while_the_server_is_down_and_go_once_after_a_crash_a
 async fn a_kill_in_the_middle_of_a_run_loses_no_email_and_doubles_none() {
     let Some(mut sink) = Sink::new() else { return };
     let tenant = Tenant::start(300, 4).await;
-    let workspace = Workspace::new(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}schedule = \"every 1h\"\n[connections.options]\nwelcome_email = true\n\n{}",
-        tenant.connection("contoso"),
-        sink.email_config("retry_initial = \"1s\"\n")
-    ));
-    let created = workspace.run(&["token", "create", "--name", "mail"]).await;
-    assert!(created.status.success());
-    let token = String::from_utf8(created.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned();
+    let (workspace, token) = service_workspace(&tenant, &sink).await;
     // Small apply transactions, so that the kill lands with part of the users created. The sink
     // is down meanwhile: what the outbox holds at the kill is what the killed run committed.
     let small_batches = [(entra_sync::targets::directory::APPLY_BATCH_VAR, "5")];
