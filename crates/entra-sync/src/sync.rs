@@ -420,16 +420,15 @@ async fn execute(
         return Ok(());
     }
     let total = plan.actions.len() as u64;
-    let mut done = 0;
     let phase = Instant::now();
-    for batch in plan.actions.chunks(APPLY_BATCH) {
-        let outcomes = directory
-            .apply_and_record(batch, clock::now(), summary.run_id, done as usize)
-            .await?;
-        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
-        done += batch.len() as u64;
-        progress(ProgressEvent::Applied { done, total });
-    }
+    summary.failed_actions = directory
+        .apply_plan(&plan.actions, summary.run_id, |done| {
+            progress(ProgressEvent::Applied {
+                done: done as u64,
+                total,
+            })
+        })
+        .await?;
     tracing::debug!(
         elapsed_ms = phase.elapsed().as_millis() as u64,
         "applied and recorded the plan"
@@ -621,15 +620,7 @@ pub async fn approve(
         .and_then(|connection| Welcome::for_connection(connection, Some(run_id)));
     let directory = Directory::new(store.pool.clone(), stored.organization_id).with_welcome(welcome);
     directory.load().await?;
-    let mut failed_actions = 0;
-    let mut done = 0;
-    for batch in stored.plan.actions.chunks(APPLY_BATCH) {
-        let outcomes = directory
-            .apply_and_record(batch, clock::now(), run_id, done)
-            .await?;
-        failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
-        done += batch.len();
-    }
+    let failed_actions = directory.apply_plan(&stored.plan.actions, run_id, |_| {}).await?;
     store.mark_approved(run_id, clock::now()).await?;
     Ok(RunSummary {
         run_id,

@@ -21,7 +21,7 @@ use crate::config::Connection;
 use crate::graph::GraphClient;
 use crate::mail::Welcome;
 use crate::store::{ConnectionState, Doing, Store, StoreError, Trigger};
-use crate::sync::{APPLY_BATCH, RunSummary, SyncError, graph_client};
+use crate::sync::{RunSummary, SyncError, graph_client};
 use crate::targets::directory::Directory;
 use crate::targets::{Target, TargetError};
 
@@ -215,14 +215,9 @@ async fn pull(
         summary.hold_for_approval(store, state.id, plan).await?;
         return Ok(());
     }
-    let mut done = 0;
-    for batch in plan.actions.chunks(APPLY_BATCH) {
-        let outcomes = directory
-            .apply_and_record(batch, clock::now(), summary.run_id, done)
-            .await?;
-        summary.failed_actions += outcomes.iter().filter(|outcome| outcome.is_some()).count();
-        done += batch.len();
-    }
+    summary.failed_actions = directory
+        .apply_plan(&plan.actions, summary.run_id, |_| {})
+        .await?;
     store.save_source_objects(state.id, &snapshot, &touched).await?;
     summary.plan = Some(plan);
     Ok(())
