@@ -213,7 +213,7 @@ impl Directory {
     async fn apply_batch(&self, actions: &[Action], now: DateTime<Utc>) -> Result<Vec<Outcome>, StoreError> {
         let mut transaction = self.pool.begin().await.doing("applying a batch")?;
         let outcomes = self
-            .apply_in(&mut transaction, actions, now, &mut LookAhead::default())
+            .apply_in(&mut transaction, actions, now, None, &mut LookAhead::default())
             .await?;
         transaction.commit().await.doing("committing a batch")?;
         Ok(outcomes)
@@ -236,7 +236,13 @@ impl Directory {
             let outcomes = async {
                 let mut transaction = self.pool.begin().await.doing("applying a batch")?;
                 let outcomes = self
-                    .apply_in(&mut transaction, batch, clock::now(), &mut ahead)
+                    .apply_in(
+                        &mut transaction,
+                        batch,
+                        clock::now(),
+                        Some((run_id, done)),
+                        &mut ahead,
+                    )
                     .await?;
                 insert_actions(&mut transaction, run_id, done, batch, &outcomes).await?;
                 transaction.commit().await.doing("committing a batch")?;
@@ -256,6 +262,7 @@ impl Directory {
         transaction: &mut Transaction<'_, Sqlite>,
         actions: &'a [Action],
         now: DateTime<Utc>,
+        run: Option<(i64, usize)>,
         ahead: &mut LookAhead<'a>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let now = timestamp(now);
@@ -309,6 +316,7 @@ impl Directory {
             actions,
             &outcomes,
             &directory_id_of,
+            run,
             &now,
         )
         .await?;
