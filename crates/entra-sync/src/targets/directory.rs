@@ -1093,6 +1093,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_plan_creates_users_with_their_departments_and_records_every_assignment() {
+        let (_dir, store, directory) = directory().await;
+        directory.load().await.unwrap();
+        let run = store
+            .begin_run(1, crate::store::Trigger::Manual, "full", now())
+            .await
+            .unwrap();
+        let assign = |user: &str, department: &str| Action::SetDepartment {
+            user: user.into(),
+            department: Some(department.into()),
+        };
+        let actions = [
+            Action::CreateDepartment {
+                name: "Support".into(),
+            },
+            create("e1", "a@contoso.example"),
+            create("e2", "b@contoso.example"),
+            assign("e1", "Support"),
+            assign("e2", "support"),
+            assign("missing", "Support"),
+        ];
+        let failed = directory.apply_plan(&actions, run, |_| {}).await.unwrap();
+        assert_eq!(failed, 1);
+        let state = directory.load().await.unwrap();
+        let support = state.departments[0].id;
+        assert!(state.users.iter().all(|user| user.department == Some(support)));
+        let recorded = store.run_actions(run).await.unwrap();
+        let outcomes: Vec<bool> = recorded.iter().map(|action| action.outcome.is_none()).collect();
+        assert_eq!(outcomes, [true, true, true, true, true, false]);
+        let feed = crate::changes::since(&store, &["Contoso".to_owned()], 0, 10)
+            .await
+            .unwrap();
+        let assigned: Vec<Option<&str>> = feed
+            .iter()
+            .filter(|change| change.change == "department_set")
+            .map(|change| change.detail["department"].as_str())
+            .collect();
+        assert_eq!(assigned, [Some("Support"), Some("support")]);
+    }
+
+    #[tokio::test]
     async fn departments_are_created_assigned_and_removed_only_when_the_syncs_and_empty() {
         let (_dir, _store, directory) = directory().await;
         sqlx::query(
