@@ -38,34 +38,44 @@ fn object_and_change(action: &Action) -> (&'static str, &'static str) {
 
 /// Records the applied actions of a batch (those whose outcome is `None`) in the batch's
 /// transaction. `directory_id_of` gives the directory id of the user or group an action names by
-/// Entra id only (one the batch may have created).
+/// Entra id only (one the batch may have created). `run` is the run and the history seq of the
+/// batch's first action when the batch records its actions in the run's history: a change then
+/// refers to its action there instead of storing the action a second time.
 pub(crate) async fn record(
     transaction: &mut Transaction<'_, Sqlite>,
     organization_id: i64,
     actions: &[Action],
     outcomes: &[Outcome],
     directory_id_of: &(dyn Fn(&Action) -> Option<i64> + Sync),
+    run: Option<(i64, usize)>,
     now: &str,
 ) -> Result<(), StoreError> {
-    let applied: Vec<&Action> = actions
+    let applied: Vec<(usize, &Action)> = actions
         .iter()
+        .enumerate()
         .zip(outcomes)
         .filter(|(_, outcome)| outcome.is_none())
         .map(|(action, _)| action)
         .collect();
     for chunk in applied.chunks(ROWS_PER_INSERT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO directory_changes (organization_id, object, change, entra_id, directory_id, detail, at) ",
+            "INSERT INTO directory_changes (organization_id, object, change, entra_id, directory_id, detail, run_id, run_seq, at) ",
         );
-        insert.push_values(chunk, |mut row, action| {
+        insert.push_values(chunk, |mut row, &(index, action)| {
             let (object, change) = object_and_change(action);
             let (_, entra_id, directory_id) = action_key(action);
+            let detail = match run {
+                Some(_) => String::new(),
+                None => serde_json::to_string(action).unwrap_or_default(),
+            };
             row.push_bind(organization_id)
                 .push_bind(object)
                 .push_bind(change)
                 .push_bind(entra_id.map(str::to_owned))
                 .push_bind(directory_id.or_else(|| directory_id_of(action)))
-                .push_bind(serde_json::to_string(action).unwrap_or_default())
+                .push_bind(detail)
+                .push_bind(run.map(|(run_id, _)| run_id))
+                .push_bind(run.map(|(_, first_seq)| (first_seq + index) as i64))
                 .push_bind(now.to_owned());
         });
         insert
@@ -133,8 +143,9 @@ pub async fn since(
         return Ok(Vec::new());
     }
     let mut query = QueryBuilder::<Sqlite>::new(
-        "SELECT c.seq, c.at, o.name, c.object, c.change, c.entra_id, c.directory_id, c.detail \
-         FROM directory_changes c JOIN organizations o ON o.id = c.organization_id WHERE c.seq > ",
+        "SELECT c.seq, c.at, o.name, c.object, c.change, c.entra_id, c.directory_id, coalesce(a.detail, c.detail) \
+         FROM directory_changes c JOIN organizations o ON o.id = c.organization_id \
+         LEFT JOIN run_actions a ON a.run_id = c.run_id AND a.seq = c.run_seq WHERE c.seq > ",
     );
     query.push_bind(since);
     query.push(" AND o.name IN (");
@@ -159,7 +170,11 @@ pub async fn since(
                 change: row.get(4),
                 entra_id: row.get(5),
                 directory_id: row.get(6),
-                detail: decode_json(row.get::<&str, _>(7), "a change's detail")?,
+                // Empty only if the run's actions were deleted, which the retention avoids.
+                detail: match row.get::<&str, _>(7) {
+                    "" => serde_json::Value::Null,
+                    detail => decode_json(detail, "a change's detail")?,
+                },
             })
         })
         .collect()
@@ -172,6 +187,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::store::{RunEnd, Trigger, insert_actions};
 
     #[tokio::test]
     async fn retention_deletes_the_oldest_changes_and_moves_the_oldest_cursor() {
@@ -190,6 +206,7 @@ mod tests {
                 &actions,
                 &outcomes,
                 &|_| None,
+                None,
                 &timestamp(at(month)),
             )
             .await
@@ -204,5 +221,61 @@ mod tests {
         assert_eq!(kept.iter().map(|c| c.cursor).collect::<Vec<_>>(), [4, 5]);
         assert_eq!(delete_before(&store, at(12)).await.unwrap(), 2);
         assert_eq!(oldest_cursor(&store).await.unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_change_applied_in_a_run_takes_its_detail_from_the_run_which_the_feed_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let at = |month: u32| Utc.with_ymd_and_hms(2026, month, 1, 0, 0, 0).unwrap();
+        let state = store.connection_state("contoso", "contoso", at(1)).await.unwrap();
+        let run = store
+            .begin_run(state.id, Trigger::Manual, "full", at(1))
+            .await
+            .unwrap();
+        store
+            .finish_run(
+                run,
+                &RunEnd {
+                    mode: "full",
+                    status: "succeeded",
+                    counts: None,
+                    graph_requests: 3,
+                    duration_ms: 10,
+                    error: None,
+                    warnings: &[],
+                },
+                at(1),
+            )
+            .await
+            .unwrap();
+        let actions = [Action::CreateDepartment {
+            name: "Support".into(),
+        }];
+        let outcomes = vec![None];
+        let mut transaction = store.pool.begin().await.unwrap();
+        record(
+            &mut transaction,
+            state.organization_id,
+            &actions,
+            &outcomes,
+            &|_| None,
+            Some((run, 0)),
+            &timestamp(at(1)),
+        )
+        .await
+        .unwrap();
+        insert_actions(&mut transaction, run, 0, &actions, &outcomes)
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+        let feed = since(&store, &["contoso".to_owned()], 0, 10).await.unwrap();
+        assert_eq!(
+            feed[0].detail,
+            serde_json::json!({ "action": "create_department", "name": "Support" })
+        );
+        assert_eq!(store.delete_runs_before(at(3)).await.unwrap(), 0);
+        assert_eq!(delete_before(&store, at(3)).await.unwrap(), 1);
+        assert_eq!(store.delete_runs_before(at(3)).await.unwrap(), 1);
     }
 }

@@ -663,14 +663,15 @@ pub async fn shutdown_signal() {
 async fn keep_history(store: Store, days: u32, mut stopped: watch::Receiver<bool>) {
     loop {
         let cutoff = clock::now() - TimeDelta::days(i64::from(days));
+        // The change feed and sent emails hold the same personal data as the actions: same days.
+        // Changes first: a run stays while the feed takes details from its actions.
+        if let Err(error) = changes::delete_before(&store, cutoff).await {
+            tracing::warn!(%error, "cannot delete old changes; the next day tries again");
+        }
         match store.delete_runs_before(cutoff).await {
             Ok(0) => {}
             Ok(runs) => tracing::info!(runs, days, "deleted runs older than the history's retention"),
             Err(error) => tracing::warn!(%error, "cannot delete old runs; the next day tries again"),
-        }
-        // The change feed and sent emails hold the same personal data as the actions: same days.
-        if let Err(error) = changes::delete_before(&store, cutoff).await {
-            tracing::warn!(%error, "cannot delete old changes; the next day tries again");
         }
         if let Err(error) = mail::forget_before(&store, cutoff).await {
             tracing::warn!(%error, "cannot forget old welcome emails; the next day tries again");

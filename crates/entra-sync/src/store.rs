@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_admin_ui.sql"),
     include_str!("../migrations/sqlite/0008_microsoft_data.sql"),
     include_str!("../migrations/sqlite/0009_run_warnings.sql"),
+    include_str!("../migrations/sqlite/0010_changes_refer_to_history.sql"),
 ];
 
 /// Rows per multi-row INSERT; SQLite allows 32,766 bound values per statement.
@@ -548,10 +549,12 @@ impl Store {
     }
 
     /// Deletes the finished runs that started before `cutoff`, with their actions and conflicts;
-    /// returns how many runs went.
+    /// returns how many runs went. A run the change feed still refers to stays: the feed's
+    /// changes take their detail from the run's actions (delete the old changes first).
     pub async fn delete_runs_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut transaction = self.pool.begin().await.doing("deleting old history")?;
-        let old = "SELECT id FROM runs WHERE started_at < ? AND status != 'running'";
+        let old = "SELECT id FROM runs WHERE started_at < ? AND status != 'running' \
+                   AND id NOT IN (SELECT run_id FROM directory_changes WHERE run_id IS NOT NULL)";
         // Every table that refers to runs, read from the schema, so that a table added later
         // (actions, conflicts, stored plans, ...) never blocks the delete.
         let referring: Vec<(String, String)> = sqlx::query_as(

@@ -421,7 +421,7 @@ async fn execute(
     let total = plan.actions.len() as u64;
     let phase = Instant::now();
     summary.failed_actions = directory
-        .apply_all(&plan.actions, summary.run_id, |done| {
+        .apply_plan(&plan.actions, summary.run_id, |done| {
             progress(ProgressEvent::Applied {
                 done: done as u64,
                 total,
@@ -619,7 +619,7 @@ pub async fn approve(
         .and_then(|connection| Welcome::for_connection(connection, Some(run_id)));
     let directory = Directory::new(store.pool.clone(), stored.organization_id).with_welcome(welcome);
     directory.load().await?;
-    let failed_actions = directory.apply_all(&stored.plan.actions, run_id, |_| {}).await?;
+    let failed_actions = directory.apply_plan(&stored.plan.actions, run_id, |_| {}).await?;
     store.mark_approved(run_id, clock::now()).await?;
     Ok(RunSummary {
         run_id,

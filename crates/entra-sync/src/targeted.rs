@@ -215,7 +215,9 @@ async fn pull(
         summary.hold_for_approval(store, state.id, plan).await?;
         return Ok(());
     }
-    summary.failed_actions = directory.apply_all(&plan.actions, summary.run_id, |_| {}).await?;
+    summary.failed_actions = directory
+        .apply_plan(&plan.actions, summary.run_id, |_| {})
+        .await?;
     store.save_source_objects(state.id, &snapshot, &touched).await?;
     summary.plan = Some(plan);
     Ok(())

@@ -67,6 +67,44 @@ struct IdMaps {
     groups: HashMap<String, DirectoryId>,
 }
 
+/// What the whole plan says about the users it creates, so that a batch does at once what a
+/// later batch would write again: a new user gets its department in its INSERT, and the plan's
+/// assignment of it, a later action, has nothing left to write (a first sync would otherwise
+/// rewrite every user row a second time).
+#[derive(Default)]
+struct LookAhead<'a> {
+    /// The department each user the plan creates is assigned to, by name as the plan gives it.
+    departments: HashMap<&'a str, &'a str>,
+    /// Users created with that department set.
+    assigned: HashSet<&'a str>,
+}
+
+impl<'a> LookAhead<'a> {
+    fn new(actions: &'a [Action]) -> LookAhead<'a> {
+        let created: HashSet<&str> = actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::CreateUser { entra_id, .. } => Some(entra_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let departments = actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::SetDepartment {
+                    user,
+                    department: Some(department),
+                } if created.contains(user.as_str()) => Some((user.as_str(), department.as_str())),
+                _ => None,
+            })
+            .collect();
+        LookAhead {
+            departments,
+            assigned: HashSet::new(),
+        }
+    }
+}
+
 /// The stored name of a user status.
 pub fn status_name(status: UserStatus) -> &'static str {
     match status {
@@ -201,23 +239,44 @@ impl Directory {
 
     async fn apply_batch(&self, actions: &[Action], now: DateTime<Utc>) -> Result<Vec<Outcome>, StoreError> {
         let mut transaction = self.pool.begin().await.doing("applying a batch")?;
-        let outcomes = self.apply_in(&mut transaction, actions, now).await?;
+        let outcomes = self
+            .apply_in(&mut transaction, actions, now, None, &mut LookAhead::default())
+            .await?;
         transaction.commit().await.doing("committing a batch")?;
         Ok(outcomes)
     }
 
-    /// Applies a plan's actions and records them in the run's history, one transaction per
-    /// batch, telling `applied` how many are done after each; returns how many failed.
-    pub async fn apply_all(
+    /// Applies a plan's actions in batches of `apply_batch()` actions, each batch recording its actions
+    /// and outcomes in the run's history in the same transaction: one commit per batch, and the
+    /// history never misses an applied action. `applied` hears after each batch how many actions
+    /// are done. Returns how many actions the directory refused.
+    pub async fn apply_plan(
         &self,
         actions: &[Action],
         run_id: i64,
         mut applied: impl FnMut(usize),
     ) -> Result<usize, TargetError> {
-        let mut failed = 0;
+        let mut ahead = LookAhead::new(actions);
         let mut done = 0;
+        let mut failed = 0;
         for batch in actions.chunks(apply_batch()) {
-            let outcomes = self.apply_and_record(batch, clock::now(), run_id, done).await?;
+            let outcomes = async {
+                let mut transaction = self.pool.begin().await.doing("applying a batch")?;
+                let outcomes = self
+                    .apply_in(
+                        &mut transaction,
+                        batch,
+                        clock::now(),
+                        Some((run_id, done)),
+                        &mut ahead,
+                    )
+                    .await?;
+                insert_actions(&mut transaction, run_id, done, batch, &outcomes).await?;
+                transaction.commit().await.doing("committing a batch")?;
+                Ok(outcomes)
+            }
+            .await
+            .map_err(target_error)?;
             failed += outcomes.iter().filter(|outcome| outcome.is_some()).count();
             done += batch.len();
             applied(done);
@@ -225,32 +284,13 @@ impl Directory {
         Ok(failed)
     }
 
-    /// Applies a batch and records its actions and outcomes in the run's history in the same
-    /// transaction: one commit per batch instead of two, and the history never misses an
-    /// applied action.
-    async fn apply_and_record(
-        &self,
-        actions: &[Action],
-        now: DateTime<Utc>,
-        run_id: i64,
-        first_seq: usize,
-    ) -> Result<Vec<Outcome>, TargetError> {
-        async {
-            let mut transaction = self.pool.begin().await.doing("applying a batch")?;
-            let outcomes = self.apply_in(&mut transaction, actions, now).await?;
-            insert_actions(&mut transaction, run_id, first_seq, actions, &outcomes).await?;
-            transaction.commit().await.doing("committing a batch")?;
-            Ok(outcomes)
-        }
-        .await
-        .map_err(target_error)
-    }
-
-    async fn apply_in(
+    async fn apply_in<'a>(
         &self,
         transaction: &mut Transaction<'_, Sqlite>,
-        actions: &[Action],
+        actions: &'a [Action],
         now: DateTime<Utc>,
+        run: Option<(i64, usize)>,
+        ahead: &mut LookAhead<'a>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let now = timestamp(now);
         let mut outcomes = Vec::with_capacity(actions.len());
@@ -265,7 +305,7 @@ impl Directory {
             match &actions[index] {
                 Action::CreateUser { .. } => {
                     outcomes.extend(
-                        self.create_users(transaction, &actions[index..run_end], &now)
+                        self.create_users(transaction, &actions[index..run_end], &now, ahead)
                             .await?,
                     );
                     index = run_end;
@@ -279,7 +319,7 @@ impl Directory {
                 }
                 Action::SetDepartment { .. } => {
                     outcomes.extend(
-                        self.set_departments(transaction, &actions[index..run_end], &now)
+                        self.set_departments(transaction, &actions[index..run_end], &now, ahead)
                             .await?,
                     );
                     index = run_end;
@@ -303,6 +343,7 @@ impl Directory {
             actions,
             &outcomes,
             &directory_id_of,
+            run,
             &now,
         )
         .await?;
@@ -314,14 +355,15 @@ impl Directory {
         Ok(outcomes)
     }
 
-    async fn create_users(
+    async fn create_users<'a>(
         &self,
         transaction: &mut Transaction<'_, Sqlite>,
-        actions: &[Action],
+        actions: &'a [Action],
         now: &str,
+        ahead: &mut LookAhead<'a>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO users (organization_id, entra_id, email_lower, attributes, status, status_reason, created_at, updated_at) ",
+            "INSERT INTO users (organization_id, entra_id, email_lower, attributes, status, status_reason, department_id, created_at, updated_at) ",
         );
         insert.push_values(actions, |mut row, action| {
             if let Action::CreateUser {
@@ -331,30 +373,54 @@ impl Directory {
                 status_reason,
             } = action
             {
+                let department = ahead
+                    .departments
+                    .get(entra_id.as_str())
+                    .map(|name| name.to_lowercase());
                 row.push_bind(self.organization_id)
                     .push_bind(entra_id.clone())
                     .push_bind(email_lower(attributes))
                     .push_bind(serde_json::to_string(attributes).unwrap_or_default())
                     .push_bind(status_name(*status))
                     .push_bind(status_reason.clone())
+                    .push("(SELECT id FROM departments WHERE organization_id = ")
+                    .push_bind_unseparated(self.organization_id)
+                    .push_unseparated(" AND name_lower = ")
+                    .push_bind_unseparated(department)
+                    .push_unseparated(")")
                     .push_bind(now.to_owned())
                     .push_bind(now.to_owned());
             }
         });
         // A re-run after a crash may find the user already there: converge instead of failing.
+        // Its department stays unless this plan assigns it one.
         insert.push(
             " ON CONFLICT (organization_id, entra_id) DO UPDATE SET email_lower = excluded.email_lower, \
              attributes = excluded.attributes, status = excluded.status, status_reason = excluded.status_reason, \
-             updated_at = excluded.updated_at RETURNING id, entra_id",
+             department_id = coalesce(excluded.department_id, users.department_id), \
+             updated_at = excluded.updated_at RETURNING id, entra_id, department_id IS NOT NULL",
         );
         let rows = insert
             .build()
             .fetch_all(&mut **transaction)
             .await
             .doing("creating users")?;
+        for action in actions {
+            if let Action::CreateUser { entra_id, .. } = action
+                && ahead.departments.contains_key(entra_id.as_str())
+            {
+                ahead.assigned.insert(entra_id);
+            }
+        }
         if let Ok(mut ids) = self.ids.lock() {
             for row in rows {
-                ids.users.insert(row.get(1), row.get(0));
+                let entra_id: String = row.get(1);
+                // The department was not found (not created yet): the plan's assignment
+                // writes it as it would have without the look-ahead.
+                if !row.get::<bool, _>(2) {
+                    ahead.assigned.remove(entra_id.as_str());
+                }
+                ids.users.insert(entra_id, row.get(0));
             }
         }
         Ok(vec![None; actions.len()])
@@ -403,31 +469,46 @@ impl Directory {
         transaction: &mut Transaction<'_, Sqlite>,
         actions: &[Action],
         now: &str,
+        ahead: &LookAhead<'_>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let mut update = QueryBuilder::<Sqlite>::new("WITH wanted (entra_id, name_lower) AS (");
-        update.push_values(actions, |mut row, action| {
-            if let Action::SetDepartment { user, department } = action {
-                row.push_bind(user.clone())
-                    .push_bind(department.as_deref().map(str::to_lowercase));
-            }
-        });
-        update.push(") UPDATE users SET department_id = d.id, updated_at = ");
-        update.push_bind(now.to_owned());
-        update.push(" FROM wanted LEFT JOIN departments d ON d.organization_id = ");
-        update.push_bind(self.organization_id);
-        update.push(" AND d.name_lower = wanted.name_lower WHERE users.organization_id = ");
-        update.push_bind(self.organization_id);
-        update.push(" AND users.entra_id = wanted.entra_id RETURNING users.entra_id");
-        let rows = update
-            .build()
-            .fetch_all(&mut **transaction)
-            .await
-            .doing("assigning departments")?;
-        let assigned: HashSet<String> = rows.iter().map(|row| row.get(0)).collect();
+        // Users this plan created have their department from their INSERT already.
+        let to_write: Vec<(&str, Option<&str>)> = actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::SetDepartment { user, department } => Some((user.as_str(), department.as_deref())),
+                _ => None,
+            })
+            .filter(|(user, department)| {
+                !(ahead.assigned.contains(user) && ahead.departments.get(user) == department.as_ref())
+            })
+            .collect();
+        let mut assigned: HashSet<String> = HashSet::new();
+        if !to_write.is_empty() {
+            let mut update = QueryBuilder::<Sqlite>::new("WITH wanted (entra_id, name_lower) AS (");
+            update.push_values(&to_write, |mut row, (user, department)| {
+                row.push_bind(user.to_string())
+                    .push_bind(department.map(str::to_lowercase));
+            });
+            update.push(") UPDATE users SET department_id = d.id, updated_at = ");
+            update.push_bind(now.to_owned());
+            update.push(" FROM wanted LEFT JOIN departments d ON d.organization_id = ");
+            update.push_bind(self.organization_id);
+            update.push(" AND d.name_lower = wanted.name_lower WHERE users.organization_id = ");
+            update.push_bind(self.organization_id);
+            update.push(" AND users.entra_id = wanted.entra_id RETURNING users.entra_id");
+            let rows = update
+                .build()
+                .fetch_all(&mut **transaction)
+                .await
+                .doing("assigning departments")?;
+            assigned = rows.iter().map(|row| row.get(0)).collect();
+        }
         Ok(actions
             .iter()
             .map(|action| match action {
-                Action::SetDepartment { user, .. } if !assigned.contains(user) => {
+                Action::SetDepartment { user, .. }
+                    if !assigned.contains(user) && !ahead.assigned.contains(user.as_str()) =>
+                {
                     Some(format!("user {user} is not in the directory"))
                 }
                 _ => None,
@@ -1036,6 +1117,47 @@ mod tests {
         }));
         let state = directory.load().await.unwrap();
         assert_eq!(user(&state, own).unwrap().status, UserStatus::Active);
+    }
+
+    #[tokio::test]
+    async fn a_plan_creates_users_with_their_departments_and_records_every_assignment() {
+        let (_dir, store, directory) = directory().await;
+        directory.load().await.unwrap();
+        let run = store
+            .begin_run(1, crate::store::Trigger::Manual, "full", now())
+            .await
+            .unwrap();
+        let assign = |user: &str, department: &str| Action::SetDepartment {
+            user: user.into(),
+            department: Some(department.into()),
+        };
+        let actions = [
+            Action::CreateDepartment {
+                name: "Support".into(),
+            },
+            create("e1", "a@contoso.example"),
+            create("e2", "b@contoso.example"),
+            assign("e1", "Support"),
+            assign("e2", "support"),
+            assign("missing", "Support"),
+        ];
+        let failed = directory.apply_plan(&actions, run, |_| {}).await.unwrap();
+        assert_eq!(failed, 1);
+        let state = directory.load().await.unwrap();
+        let support = state.departments[0].id;
+        assert!(state.users.iter().all(|user| user.department == Some(support)));
+        let recorded = store.run_actions(run).await.unwrap();
+        let outcomes: Vec<bool> = recorded.iter().map(|action| action.outcome.is_none()).collect();
+        assert_eq!(outcomes, [true, true, true, true, true, false]);
+        let feed = crate::changes::since(&store, &["Contoso".to_owned()], 0, 10)
+            .await
+            .unwrap();
+        let assigned: Vec<Option<&str>> = feed
+            .iter()
+            .filter(|change| change.change == "department_set")
+            .map(|change| change.detail["department"].as_str())
+            .collect();
+        assert_eq!(assigned, [Some("Support"), Some("support")]);
     }
 
     #[tokio::test]
