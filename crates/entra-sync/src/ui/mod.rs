@@ -46,6 +46,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("groups.html", include_str!("templates/groups.html")),
     ("departments.html", include_str!("templates/departments.html")),
     ("members.html", include_str!("templates/members.html")),
+    ("one_sync.html", include_str!("templates/one_sync.html")),
     (
         "connection_form.html",
         include_str!("templates/connection_form.html"),
