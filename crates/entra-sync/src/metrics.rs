@@ -215,9 +215,6 @@ mod tests {
 
     fn summary(connection: &str, status: &'static str, created: usize, duration_ms: u64) -> RunSummary {
         RunSummary {
-            run_id: 1,
-            connection: connection.to_owned(),
-            mode: "full",
             status,
             counts: PlanCounts {
                 created,
@@ -226,13 +223,7 @@ mod tests {
             },
             graph_requests: 3,
             duration_ms,
-            delta_reset: false,
-            failed_actions: 0,
-            conflict_details: Vec::new(),
-            guards: Vec::new(),
-            warnings: Vec::new(),
-            error: None,
-            plan: None,
+            ..RunSummary::begun(1, connection, "full")
         }
     }
 
