@@ -362,6 +362,10 @@ impl Directory {
         now: &str,
         ahead: &mut LookAhead<'a>,
     ) -> Result<Vec<Outcome>, StoreError> {
+        // Department ids are looked up here rather than by a subquery per row: SQLite opens a
+        // cursor for each row's subquery and walks every open cursor to open the next, so a
+        // multi-row INSERT with one subquery a row costs the square of its rows.
+        let department_ids = self.department_ids(transaction).await?;
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO users (organization_id, entra_id, email_lower, attributes, status, status_reason, department_id, created_at, updated_at) ",
         );
@@ -376,18 +380,14 @@ impl Directory {
                 let department = ahead
                     .departments
                     .get(entra_id.as_str())
-                    .map(|name| name.to_lowercase());
+                    .and_then(|name| department_ids.get(&name.to_lowercase()).copied());
                 row.push_bind(self.organization_id)
                     .push_bind(entra_id.clone())
                     .push_bind(email_lower(attributes))
                     .push_bind(serde_json::to_string(attributes).unwrap_or_default())
                     .push_bind(status_name(*status))
                     .push_bind(status_reason.clone())
-                    .push("(SELECT id FROM departments WHERE organization_id = ")
-                    .push_bind_unseparated(self.organization_id)
-                    .push_unseparated(" AND name_lower = ")
-                    .push_bind_unseparated(department)
-                    .push_unseparated(")")
+                    .push_bind(department)
                     .push_bind(now.to_owned())
                     .push_bind(now.to_owned());
             }
@@ -424,6 +424,19 @@ impl Directory {
             }
         }
         Ok(vec![None; actions.len()])
+    }
+
+    /// The organization's departments by lowercase name, as this transaction sees them.
+    async fn department_ids(
+        &self,
+        transaction: &mut Transaction<'_, Sqlite>,
+    ) -> Result<HashMap<String, DirectoryId>, StoreError> {
+        let rows = sqlx::query("SELECT name_lower, id FROM departments WHERE organization_id = ?")
+            .bind(self.organization_id)
+            .fetch_all(&mut **transaction)
+            .await
+            .doing("reading departments")?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     async fn add_memberships(
