@@ -236,7 +236,9 @@ struct UsageError(String);
 
 /// A sync builds and drops millions of small strings (attribute values, the JSON of actions and
 /// snapshot rows, SQL arguments): with glibc's malloc, allocating and freeing them took about a
-/// quarter of a 100k-user full sync's CPU samples.
+/// quarter of a 100k-user full sync's CPU samples. The `override` feature gives SQLite's own
+/// allocations (every value sqlx copies out of a row, every page it builds) to mimalloc too:
+/// a 1 % delta run at 100k users loads its snapshot and directory a fifth faster with it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
