@@ -56,6 +56,10 @@ pub fn narrow(
             Action::SetDepartment {
                 department: Some(name),
                 ..
+            }
+            | Action::CreateUser {
+                department: Some(name),
+                ..
             } => Some(name.to_lowercase()),
             _ => None,
         })

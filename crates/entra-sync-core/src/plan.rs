@@ -84,12 +84,16 @@ pub struct FieldChange {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// A new directory user for an Entra user seen for the first time. A user disabled in
-    /// Entra is created disabled, with `status_reason`.
+    /// Entra is created disabled, with `status_reason`. With `sync_departments`, `department`
+    /// names the department it is created in (created earlier in the plan when missing): a new
+    /// user needs no separate assignment, which would write each new user twice.
     CreateUser {
         entra_id: EntraId,
         attributes: Attributes,
         status: UserStatus,
         status_reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        department: Option<String>,
     },
     /// An existing directory user matched on first sight (`match_existing_by`): link it, then
     /// apply `changes` (empty when existing users are skipped).
@@ -263,7 +267,13 @@ impl Plan {
         };
         for action in &self.actions {
             match action {
-                Action::CreateUser { .. } => counts.created += 1,
+                Action::CreateUser { department, .. } => {
+                    counts.created += 1;
+                    // Assigned in the same write, and counted as before it was.
+                    if department.is_some() {
+                        counts.departments_assigned += 1;
+                    }
+                }
                 Action::LinkUser { changes, .. } if changes.is_empty() => counts.unchanged += 1,
                 Action::LinkUser { .. } | Action::UpdateUser { .. } => counts.updated += 1,
                 Action::DisableUser { .. } => counts.disabled += 1,
@@ -410,6 +420,8 @@ struct Planner<'a> {
     /// Entra users this plan links or creates; with `linked`, the users in the directory once
     /// the plan is applied.
     joined: BTreeSet<&'a str>,
+    /// Entra users this plan creates: their department is in their `CreateUser`.
+    created: BTreeSet<&'a str>,
     /// Directory users claimed by a link in this plan, so two Entra users never link to one.
     claimed: BTreeSet<DirectoryId>,
     /// Linked users out of scope and kept: the sync changes nothing of theirs, memberships included.
@@ -443,6 +455,7 @@ impl<'a> Planner<'a> {
             scope: ScopeIndex::new(&policy.scope, source),
             linked,
             joined: BTreeSet::new(),
+            created: BTreeSet::new(),
             claimed: BTreeSet::new(),
             frozen: BTreeSet::new(),
             removed: BTreeSet::new(),
@@ -607,13 +620,17 @@ impl<'a> Planner<'a> {
         };
         attributes.retain(|field, _| self.policy.field_setting(*field) != FieldSetting::Never);
         self.joined.insert(&user.id);
-        self.departments
-            .insert(&user.id, user.department.as_deref().and_then(clean));
+        self.created.insert(&user.id);
+        let department = user.department.as_deref().and_then(clean);
+        self.departments.insert(&user.id, department);
         self.plan.actions.push(Action::CreateUser {
             entra_id: user.id.clone(),
             attributes,
             status,
             status_reason,
+            department: department
+                .filter(|_| self.policy.sync_departments)
+                .map(str::to_owned),
         });
     }
 
@@ -893,6 +910,13 @@ impl<'a> Planner<'a> {
                 },
                 None => None,
             };
+            if self.created.contains(entra_id) {
+                // Its `CreateUser` names the department.
+                if let Some(wanted_id) = wanted_id {
+                    *members.entry(wanted_id).or_default() += 1;
+                }
+                continue;
+            }
             let unchanged = match wanted {
                 Some(_) => wanted_id.is_some() && current == wanted_id,
                 None => current.is_none(),
@@ -1111,6 +1135,7 @@ impl fmt::Display for Action {
                 attributes,
                 status,
                 status_reason,
+                department,
             } => {
                 write!(f, "create  user {entra_id}")?;
                 if *status != UserStatus::Active {
@@ -1118,6 +1143,9 @@ impl fmt::Display for Action {
                     if let Some(reason) = status_reason {
                         write!(f, " ({reason})")?;
                     }
+                }
+                if let Some(department) = department {
+                    write!(f, " in department {department:?}")?;
                 }
                 for (index, (field, value)) in attributes.iter().enumerate() {
                     f.write_str(if index == 0 { ": " } else { ", " })?;
@@ -2002,11 +2030,13 @@ mod tests {
                     name: "Two".to_owned(),
                     description: None,
                 },
+                // Created in its department: one assignment with the one below.
                 Action::CreateUser {
                     entra_id: "u-new".to_owned(),
                     attributes: Attributes::new(),
                     status: UserStatus::Active,
                     status_reason: None,
+                    department: Some("Support".to_owned()),
                 },
                 Action::LinkUser {
                     directory_id: 1,
@@ -2063,7 +2093,7 @@ mod tests {
                     name: "Support".to_owned(),
                 },
                 Action::SetDepartment {
-                    user: "u-new".to_owned(),
+                    user: "u-1".to_owned(),
                     department: Some("Support".to_owned()),
                 },
                 Action::DeleteDepartment {
@@ -2104,7 +2134,7 @@ mod tests {
                 memberships_added: 1,
                 memberships_removed: 1,
                 departments_created: 1,
-                departments_assigned: 1,
+                departments_assigned: 2,
                 departments_deleted: 1,
             }
         );
@@ -2739,12 +2769,10 @@ mod tests {
             ]}"#,
             expect![[r#"
                 create  department "Research"
-                create  user u-fresh: given_name "Ed", surname "Fresh", department "Research"
-                create  user u-new: given_name "Ann", surname "New", department "Support"
+                create  user u-fresh in department "Research": given_name "Ed", surname "Fresh", department "Research"
+                create  user u-new in department "Support": given_name "Ann", surname "New", department "Support"
                 assign  user u-cleared to department none
-                assign  user u-fresh to department "Research"
                 assign  user u-moved to department "support"
-                assign  user u-new to department "Support"
                 delete  department "Old Support" #20
                 unchanged 3, skipped 0
                 counts: created 2, departments_assigned 4, departments_created 1, departments_deleted 1, unchanged 3
@@ -2886,11 +2914,10 @@ mod tests {
                 "memberships": [["g-support", "u-ann"], ["g-support", "u-off"], ["g-support", "u-left"]]
             }"#,
             expect![[r#"
-                create  user u-hire: given_name "Hal", surname "Hire", email "hal@pinnacle.example", job_title "Support Analyst", department "Support", account_enabled "true"
+                create  user u-hire in department "Support": given_name "Hal", surname "Hire", email "hal@pinnacle.example", job_title "Support Analyst", department "Support", account_enabled "true"
                 update  user u-ann #1: job_title "Support Analyst" -> "Senior Support Analyst"
                 disable user u-off #2: Disabled in Microsoft
                 soft-delete user u-left #3: Deleted in Microsoft
-                assign  user u-hire to department "Support"
                 add     member u-hire to group g-support
                 remove  member u-left from group g-support
                 unchanged 0, skipped 1

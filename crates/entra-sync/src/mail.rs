@@ -657,6 +657,7 @@ mod tests {
             attributes,
             status,
             status_reason: None,
+            department: None,
         }
     }
 

@@ -67,44 +67,6 @@ struct IdMaps {
     groups: HashMap<String, DirectoryId>,
 }
 
-/// What the whole plan says about the users it creates, so that a batch does at once what a
-/// later batch would write again: a new user gets its department in its INSERT, and the plan's
-/// assignment of it, a later action, has nothing left to write (a first sync would otherwise
-/// rewrite every user row a second time).
-#[derive(Default)]
-struct LookAhead<'a> {
-    /// The department each user the plan creates is assigned to, by name as the plan gives it.
-    departments: HashMap<&'a str, &'a str>,
-    /// Users created with that department set.
-    assigned: HashSet<&'a str>,
-}
-
-impl<'a> LookAhead<'a> {
-    fn new(actions: &'a [Action]) -> LookAhead<'a> {
-        let created: HashSet<&str> = actions
-            .iter()
-            .filter_map(|action| match action {
-                Action::CreateUser { entra_id, .. } => Some(entra_id.as_str()),
-                _ => None,
-            })
-            .collect();
-        let departments = actions
-            .iter()
-            .filter_map(|action| match action {
-                Action::SetDepartment {
-                    user,
-                    department: Some(department),
-                } if created.contains(user.as_str()) => Some((user.as_str(), department.as_str())),
-                _ => None,
-            })
-            .collect();
-        LookAhead {
-            departments,
-            assigned: HashSet::new(),
-        }
-    }
-}
-
 /// The stored name of a user status.
 pub fn status_name(status: UserStatus) -> &'static str {
     match status {
@@ -239,9 +201,7 @@ impl Directory {
 
     async fn apply_batch(&self, actions: &[Action], now: DateTime<Utc>) -> Result<Vec<Outcome>, StoreError> {
         let mut transaction = self.pool.begin().await.doing("applying a batch")?;
-        let outcomes = self
-            .apply_in(&mut transaction, actions, now, None, &mut LookAhead::default())
-            .await?;
+        let outcomes = self.apply_in(&mut transaction, actions, now, None).await?;
         transaction.commit().await.doing("committing a batch")?;
         Ok(outcomes)
     }
@@ -256,20 +216,13 @@ impl Directory {
         run_id: i64,
         mut applied: impl FnMut(usize),
     ) -> Result<usize, TargetError> {
-        let mut ahead = LookAhead::new(actions);
         let mut done = 0;
         let mut failed = 0;
         for batch in actions.chunks(apply_batch()) {
             let outcomes = async {
                 let mut transaction = self.pool.begin().await.doing("applying a batch")?;
                 let outcomes = self
-                    .apply_in(
-                        &mut transaction,
-                        batch,
-                        clock::now(),
-                        Some((run_id, done)),
-                        &mut ahead,
-                    )
+                    .apply_in(&mut transaction, batch, clock::now(), Some((run_id, done)))
                     .await?;
                 insert_actions(&mut transaction, run_id, done, batch, &outcomes).await?;
                 transaction.commit().await.doing("committing a batch")?;
@@ -284,13 +237,12 @@ impl Directory {
         Ok(failed)
     }
 
-    async fn apply_in<'a>(
+    async fn apply_in(
         &self,
         transaction: &mut Transaction<'_, Sqlite>,
-        actions: &'a [Action],
+        actions: &[Action],
         now: DateTime<Utc>,
         run: Option<(i64, usize)>,
-        ahead: &mut LookAhead<'a>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let now = timestamp(now);
         let mut outcomes = Vec::with_capacity(actions.len());
@@ -305,7 +257,7 @@ impl Directory {
             match &actions[index] {
                 Action::CreateUser { .. } => {
                     outcomes.extend(
-                        self.create_users(transaction, &actions[index..run_end], &now, ahead)
+                        self.create_users(transaction, &actions[index..run_end], &now)
                             .await?,
                     );
                     index = run_end;
@@ -319,7 +271,7 @@ impl Directory {
                 }
                 Action::SetDepartment { .. } => {
                     outcomes.extend(
-                        self.set_departments(transaction, &actions[index..run_end], &now, ahead)
+                        self.set_departments(transaction, &actions[index..run_end], &now)
                             .await?,
                     );
                     index = run_end;
@@ -355,17 +307,30 @@ impl Directory {
         Ok(outcomes)
     }
 
-    async fn create_users<'a>(
+    async fn create_users(
         &self,
         transaction: &mut Transaction<'_, Sqlite>,
-        actions: &'a [Action],
+        actions: &[Action],
         now: &str,
-        ahead: &mut LookAhead<'a>,
     ) -> Result<Vec<Outcome>, StoreError> {
         // Department ids are looked up here rather than by a subquery per row: SQLite opens a
         // cursor for each row's subquery and walks every open cursor to open the next, so a
         // multi-row INSERT with one subquery a row costs the square of its rows.
-        let department_ids = self.department_ids(transaction).await?;
+        let mut department_ids = self.department_ids(transaction).await?;
+        for action in actions {
+            if let Action::CreateUser {
+                department: Some(name),
+                ..
+            } = action
+                && !department_ids.contains_key(&name.to_lowercase())
+            {
+                // The plan creates a missing department before its users; one deleted by hand
+                // since (between the batches, or before a held plan was approved) comes back, as
+                // its `CreateDepartment` would have made it.
+                self.create_department(transaction, name, now).await?;
+                department_ids = self.department_ids(transaction).await?;
+            }
+        }
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO users (organization_id, entra_id, email_lower, attributes, status, status_reason, department_id, created_at, updated_at) ",
         );
@@ -375,11 +340,11 @@ impl Directory {
                 attributes,
                 status,
                 status_reason,
+                department,
             } = action
             {
-                let department = ahead
-                    .departments
-                    .get(entra_id.as_str())
+                let department_id = department
+                    .as_ref()
                     .and_then(|name| department_ids.get(&name.to_lowercase()).copied());
                 row.push_bind(self.organization_id)
                     .push_bind(entra_id.clone())
@@ -387,43 +352,51 @@ impl Directory {
                     .push_bind(serde_json::to_string(attributes).unwrap_or_default())
                     .push_bind(status_name(*status))
                     .push_bind(status_reason.clone())
-                    .push_bind(department)
+                    .push_bind(department_id)
                     .push_bind(now.to_owned())
                     .push_bind(now.to_owned());
             }
         });
         // A re-run after a crash may find the user already there: converge instead of failing.
-        // Its department stays unless this plan assigns it one.
+        // Its department stays unless this plan names one.
         insert.push(
             " ON CONFLICT (organization_id, entra_id) DO UPDATE SET email_lower = excluded.email_lower, \
              attributes = excluded.attributes, status = excluded.status, status_reason = excluded.status_reason, \
              department_id = coalesce(excluded.department_id, users.department_id), \
-             updated_at = excluded.updated_at RETURNING id, entra_id, department_id IS NOT NULL",
+             updated_at = excluded.updated_at RETURNING id, entra_id",
         );
         let rows = insert
             .build()
             .fetch_all(&mut **transaction)
             .await
             .doing("creating users")?;
-        for action in actions {
-            if let Action::CreateUser { entra_id, .. } = action
-                && ahead.departments.contains_key(entra_id.as_str())
-            {
-                ahead.assigned.insert(entra_id);
-            }
-        }
         if let Ok(mut ids) = self.ids.lock() {
             for row in rows {
-                let entra_id: String = row.get(1);
-                // The department was not found (not created yet): the plan's assignment
-                // writes it as it would have without the look-ahead.
-                if !row.get::<bool, _>(2) {
-                    ahead.assigned.remove(entra_id.as_str());
-                }
-                ids.users.insert(entra_id, row.get(0));
+                ids.users.insert(row.get(1), row.get(0));
             }
         }
         Ok(vec![None; actions.len()])
+    }
+
+    /// Creates a department the sync owns, unless one of that name (in any case) exists.
+    async fn create_department(
+        &self,
+        transaction: &mut Transaction<'_, Sqlite>,
+        name: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO departments (organization_id, name, name_lower, created_by_sync, created_at) VALUES (?, ?, ?, 1, ?) \
+             ON CONFLICT (organization_id, name_lower) DO NOTHING",
+        )
+        .bind(self.organization_id)
+        .bind(name)
+        .bind(name.to_lowercase())
+        .bind(now)
+        .execute(&mut **transaction)
+        .await
+        .doing("creating a department")?;
+        Ok(())
     }
 
     /// The organization's departments by lowercase name, as this transaction sees them.
@@ -482,17 +455,12 @@ impl Directory {
         transaction: &mut Transaction<'_, Sqlite>,
         actions: &[Action],
         now: &str,
-        ahead: &LookAhead<'_>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        // Users this plan created have their department from their INSERT already.
         let to_write: Vec<(&str, Option<&str>)> = actions
             .iter()
             .filter_map(|action| match action {
                 Action::SetDepartment { user, department } => Some((user.as_str(), department.as_deref())),
                 _ => None,
-            })
-            .filter(|(user, department)| {
-                !(ahead.assigned.contains(user) && ahead.departments.get(user) == department.as_ref())
             })
             .collect();
         let mut assigned: HashSet<String> = HashSet::new();
@@ -519,9 +487,7 @@ impl Directory {
         Ok(actions
             .iter()
             .map(|action| match action {
-                Action::SetDepartment { user, .. }
-                    if !assigned.contains(user) && !ahead.assigned.contains(user.as_str()) =>
-                {
+                Action::SetDepartment { user, .. } if !assigned.contains(user) => {
                     Some(format!("user {user} is not in the directory"))
                 }
                 _ => None,
@@ -662,17 +628,7 @@ impl Directory {
                 Ok(not_owned(purged.rows_affected(), "user", *directory_id))
             }
             Action::CreateDepartment { name } => {
-                sqlx::query(
-                    "INSERT INTO departments (organization_id, name, name_lower, created_by_sync, created_at) VALUES (?, ?, ?, 1, ?) \
-                     ON CONFLICT (organization_id, name_lower) DO NOTHING",
-                )
-                .bind(organization_id)
-                .bind(name)
-                .bind(name.to_lowercase())
-                .bind(now)
-                .execute(&mut **transaction)
-                .await
-                .doing("creating a department")?;
+                self.create_department(transaction, name, now).await?;
                 Ok(None)
             }
             Action::DeleteDepartment { directory_id, name } => {
@@ -870,6 +826,7 @@ mod tests {
             ]),
             status: UserStatus::Active,
             status_reason: None,
+            department: None,
         }
     }
 
@@ -1133,44 +1090,70 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_plan_creates_users_with_their_departments_and_records_every_assignment() {
+    async fn a_plan_creates_users_in_their_departments_even_one_deleted_since_it_was_planned() {
         let (_dir, store, directory) = directory().await;
         directory.load().await.unwrap();
         let run = store
             .begin_run(1, crate::store::Trigger::Manual, "full", now())
             .await
             .unwrap();
-        let assign = |user: &str, department: &str| Action::SetDepartment {
-            user: user.into(),
-            department: Some(department.into()),
+        let in_department = |entra_id: &str, email: &str, name: &str| match create(entra_id, email) {
+            Action::CreateUser {
+                entra_id,
+                attributes,
+                status,
+                status_reason,
+                ..
+            } => Action::CreateUser {
+                entra_id,
+                attributes,
+                status,
+                status_reason,
+                department: Some(name.into()),
+            },
+            other => other,
         };
         let actions = [
             Action::CreateDepartment {
                 name: "Support".into(),
             },
-            create("e1", "a@contoso.example"),
-            create("e2", "b@contoso.example"),
-            assign("e1", "Support"),
-            assign("e2", "support"),
-            assign("missing", "Support"),
+            in_department("e1", "a@contoso.example", "Support"),
+            in_department("e2", "b@contoso.example", "support"),
+            // Planned while it existed and deleted by hand before the plan ran: made again.
+            in_department("e3", "c@contoso.example", "Research"),
+            Action::SetDepartment {
+                user: "missing".into(),
+                department: Some("Support".into()),
+            },
         ];
         let failed = directory.apply_plan(&actions, run, |_| {}).await.unwrap();
         assert_eq!(failed, 1);
         let state = directory.load().await.unwrap();
-        let support = state.departments[0].id;
-        assert!(state.users.iter().all(|user| user.department == Some(support)));
-        let recorded = store.run_actions(run).await.unwrap();
-        let outcomes: Vec<bool> = recorded.iter().map(|action| action.outcome.is_none()).collect();
-        assert_eq!(outcomes, [true, true, true, true, true, false]);
+        let id_of = |name: &str| state.departments.iter().find(|d| d.name == name).map(|d| d.id);
+        let department_of = |entra_id: &str| {
+            state
+                .users
+                .iter()
+                .find(|user| user.entra_id.as_deref() == Some(entra_id))
+                .and_then(|user| user.department)
+        };
+        assert_eq!(
+            [department_of("e1"), department_of("e2"), department_of("e3")],
+            [id_of("Support"), id_of("Support"), id_of("Research")]
+        );
+        assert!(id_of("Research").is_some());
+        assert!(state.departments.iter().all(|d| d.created_by_sync));
+        // The feed's "created" change names the department: no separate assignment follows.
         let feed = crate::changes::since(&store, &["Contoso".to_owned()], 0, 10)
             .await
             .unwrap();
-        let assigned: Vec<Option<&str>> = feed
+        let created: Vec<Option<&str>> = feed
             .iter()
-            .filter(|change| change.change == "department_set")
+            .filter(|change| change.detail["action"] == "create_user")
             .map(|change| change.detail["department"].as_str())
             .collect();
-        assert_eq!(assigned, [Some("Support"), Some("support")]);
+        assert_eq!(created, [Some("Support"), Some("support"), Some("Research")]);
+        assert!(!feed.iter().any(|change| change.change == "department_set"));
     }
 
     #[tokio::test]
