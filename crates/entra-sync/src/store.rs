@@ -30,8 +30,9 @@ const MIGRATIONS: &[&str] = &[
 /// Rows per multi-row INSERT; SQLite allows 32,766 bound values per statement.
 pub(crate) const ROWS_PER_INSERT: usize = 500;
 
-/// Snapshot rows joined into one value when the snapshot is read (a few MB each).
-const SNAPSHOT_ROWS_PER_READ: i64 = 5_000;
+/// Rows joined into one value when a whole table of an organization or connection is read (a
+/// few MB each): see [`decode_lines`].
+pub(crate) const ROWS_PER_READ: i64 = 5_000;
 
 /// Page cache per connection, in KiB.
 const PAGE_CACHE_KIB: u32 = 32 * 1024;
@@ -321,7 +322,7 @@ impl Store {
         Ok(snapshot)
     }
 
-    /// The objects of one snapshot table. SQLite joins each `SNAPSHOT_ROWS_PER_READ` rows' JSON
+    /// The objects of one snapshot table. SQLite joins each `ROWS_PER_READ` rows' JSON
     /// into one value, a line each: handing 100,000 rows one by one from SQLite's thread (each
     /// value copied, each row sent) cost more than decoding their JSON.
     async fn load_source_rows<T: serde::de::DeserializeOwned>(
@@ -331,24 +332,14 @@ impl Store {
         what: &'static str,
     ) -> Result<Vec<T>, StoreError> {
         // `table` is one of the two snapshot tables' names, never input.
-        let chunks: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT group_concat(data, char(10)) FROM {table} WHERE connection_id = ? \
-             GROUP BY rowid / {SNAPSHOT_ROWS_PER_READ}"
-        )))
-        .bind(connection_id)
-        .fetch_all(&self.pool)
-        .await
-        .doing("loading the source snapshot")?;
-        let mut objects = Vec::new();
-        for chunk in &chunks {
-            for object in serde_json::Deserializer::from_str(chunk).into_iter::<T>() {
-                objects.push(object.map_err(|error| StoreError {
-                    doing: what,
-                    source: sqlx::Error::Decode(Box::new(error)),
-                })?);
-            }
-        }
-        Ok(objects)
+             GROUP BY rowid / {ROWS_PER_READ}"
+        );
+        let chunks = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(connection_id)
+            .fetch(&self.pool);
+        decode_lines(chunks, "loading the source snapshot", what).await
     }
 
     /// Stores the folded snapshot and the new delta links in one transaction, so that both
@@ -1159,6 +1150,27 @@ pub(crate) fn action_key(action: &Action) -> (&'static str, Option<&str>, Option
         Action::SetDepartment { user, .. } => ("set_department", Some(user), None),
         Action::DeleteDepartment { directory_id, .. } => ("delete_department", None, Some(*directory_id)),
     }
+}
+
+/// Decodes values that hold one JSON document a line, as `group_concat(…, char(10))` over
+/// `ROWS_PER_READ` rows gives them, each as it arrives: reading a large table so, rather than a
+/// row at a time, spares the copy and the hand-over of every row from SQLite's thread.
+pub(crate) async fn decode_lines<T: serde::de::DeserializeOwned>(
+    mut chunks: impl futures_util::TryStream<Ok = String, Error = sqlx::Error> + Unpin,
+    doing: &'static str,
+    what: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    use futures_util::TryStreamExt;
+    let mut objects = Vec::new();
+    while let Some(chunk) = chunks.try_next().await.doing(doing)? {
+        for object in serde_json::Deserializer::from_str(&chunk).into_iter::<T>() {
+            objects.push(object.map_err(|error| StoreError {
+                doing: what,
+                source: sqlx::Error::Decode(Box::new(error)),
+            })?);
+        }
+    }
+    Ok(objects)
 }
 
 pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(

@@ -19,7 +19,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{Outcome, Target, TargetError};
 use crate::mail::Welcome;
-use crate::store::{Doing, ROWS_PER_INSERT, StoreError, decode_json, insert_actions, timestamp};
+use crate::store::{
+    Doing, ROWS_PER_INSERT, ROWS_PER_READ, StoreError, decode_json, decode_lines, insert_actions, timestamp,
+};
 use crate::{changes, clock};
 
 /// Actions per apply transaction unless `ENTRA_SYNC_APPLY_BATCH` says otherwise: large enough for
@@ -65,6 +67,18 @@ pub struct Directory {
 struct IdMaps {
     users: HashMap<String, DirectoryId>,
     groups: HashMap<String, DirectoryId>,
+}
+
+/// A `users` row as `load_state` reads it.
+#[derive(serde::Deserialize)]
+struct UserRow {
+    id: DirectoryId,
+    entra_id: Option<String>,
+    attributes: Attributes,
+    status: String,
+    status_reason: Option<String>,
+    soft_deleted_at: Option<String>,
+    department_id: Option<DirectoryId>,
 }
 
 /// The stored name of a user status.
@@ -125,25 +139,30 @@ impl Directory {
     async fn load_state(&self) -> Result<TargetState, StoreError> {
         let mut state = TargetState::default();
         let mut ids = IdMaps::default();
-        let rows = sqlx::query(
-            "SELECT id, entra_id, attributes, status, status_reason, soft_deleted_at, department_id FROM users WHERE organization_id = ?",
-        )
-        .bind(self.organization_id)
-        .fetch_all(&self.pool)
-        .await
-        .doing("loading directory users")?;
+        // Each row as a line of JSON (the attributes as stored), `ROWS_PER_READ` rows a value.
+        let sql = format!(
+            "SELECT group_concat(printf('{{\"id\":%d,\"entra_id\":%s,\"attributes\":%s,\"status\":%s,\
+             \"status_reason\":%s,\"soft_deleted_at\":%s,\"department_id\":%s}}', id, json_quote(entra_id), \
+             attributes, json_quote(status), json_quote(status_reason), json_quote(soft_deleted_at), \
+             json_quote(department_id)), char(10)) \
+             FROM users WHERE organization_id = ? GROUP BY id / {ROWS_PER_READ}"
+        );
+        let chunks = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(self.organization_id)
+            .fetch(&self.pool);
+        let rows: Vec<UserRow> = decode_lines(chunks, "loading directory users", "a directory user").await?;
         for row in rows {
             let user = DirectoryUser {
-                id: row.get(0),
-                entra_id: row.get(1),
-                attributes: decode_json(row.get::<&str, _>(2), "a user's attributes")?,
-                status: parse_status(row.get::<&str, _>(3)),
-                status_reason: row.get(4),
+                id: row.id,
+                entra_id: row.entra_id,
+                attributes: row.attributes,
+                status: parse_status(&row.status),
+                status_reason: row.status_reason,
                 soft_deleted_at: row
-                    .get::<Option<&str>, _>(5)
-                    .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+                    .soft_deleted_at
+                    .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
                     .map(|time| time.with_timezone(&Utc)),
-                department: row.get(6),
+                department: row.department_id,
             };
             if let Some(entra_id) = &user.entra_id {
                 ids.users.insert(entra_id.clone(), user.id);
