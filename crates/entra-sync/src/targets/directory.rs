@@ -128,6 +128,18 @@ impl Directory {
         self
     }
 
+    /// A batch's transaction, holding the write lock from its start. A batch can read before it
+    /// writes (the departments before creating users, a user's row before updating it); in a
+    /// deferred transaction that read would pin a snapshot, and a commit by another connection in
+    /// between (the welcome sender, the run's record) would then fail the batch's first write
+    /// with SQLITE_BUSY_SNAPSHOT, which no busy timeout can wait out.
+    async fn begin_batch(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing("applying a batch")
+    }
+
     fn user_id(&self, entra_id: &str) -> Option<DirectoryId> {
         self.ids.lock().ok()?.users.get(entra_id).copied()
     }
@@ -219,7 +231,7 @@ impl Directory {
     }
 
     async fn apply_batch(&self, actions: &[Action], now: DateTime<Utc>) -> Result<Vec<Outcome>, StoreError> {
-        let mut transaction = self.pool.begin().await.doing("applying a batch")?;
+        let mut transaction = self.begin_batch().await?;
         let outcomes = self.apply_in(&mut transaction, actions, now, None).await?;
         transaction.commit().await.doing("committing a batch")?;
         Ok(outcomes)
@@ -239,7 +251,7 @@ impl Directory {
         let mut failed = 0;
         for batch in actions.chunks(apply_batch()) {
             let outcomes = async {
-                let mut transaction = self.pool.begin().await.doing("applying a batch")?;
+                let mut transaction = self.begin_batch().await?;
                 let outcomes = self
                     .apply_in(&mut transaction, batch, clock::now(), Some((run_id, done)))
                     .await?;
@@ -860,6 +872,37 @@ mod tests {
         .fetch_one(&directory.pool)
         .await
         .unwrap()
+    }
+
+    /// A batch that reads before it writes must still be able to write when another connection
+    /// commits in between (the welcome sender does, during a run): the batch holds the write
+    /// lock from its start, so the other writer waits for it instead of failing it.
+    #[tokio::test]
+    async fn a_batch_that_reads_first_is_not_failed_by_another_writer() {
+        let (_dir, _store, directory) = directory().await;
+        let mut batch = directory.begin_batch().await.unwrap();
+        let departments = directory.department_ids(&mut batch).await.unwrap();
+        assert!(departments.is_empty());
+        let pool = directory.pool.clone();
+        let organization_id = directory.organization_id;
+        let other = tokio::spawn(async move {
+            sqlx::query(
+                "INSERT INTO departments (organization_id, name, name_lower, created_by_sync, created_at) VALUES (?, 'Other', 'other', 0, '')",
+            )
+            .bind(organization_id)
+            .execute(&pool)
+            .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!other.is_finished(), "the other writer waits for the batch");
+        directory
+            .create_department(&mut batch, "Support", "")
+            .await
+            .unwrap();
+        batch.commit().await.unwrap();
+        other.await.unwrap().unwrap();
+        let state = directory.load().await.unwrap();
+        assert_eq!(state.departments.len(), 2);
     }
 
     #[tokio::test]
