@@ -1,7 +1,7 @@
 //! The plan: a pure function of (source snapshot, target state, policy, read, now) that returns
 //! the actions to apply, each with its reason, and the records put aside as conflicts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -513,7 +513,9 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|(user, attributes)| self.match_keys(user, attributes))
             .collect();
-        let mut sharers: BTreeMap<&(MatchBy, String), Vec<&str>> = BTreeMap::new();
+        // Hash maps: they are only asked for a key, and with a million newcomers each lookup in
+        // a tree of emails missed the cache at every level (a tenth of the plan's time).
+        let mut sharers: HashMap<&(MatchBy, String), Vec<&str>> = HashMap::new();
         for ((user, _), keys) in newcomers.iter().zip(&keys) {
             for key in keys {
                 sharers.entry(key).or_default().push(&user.id);
@@ -521,7 +523,7 @@ impl<'a> Planner<'a> {
         }
         // Directory users by key, limited to the keys of new users: a run without new users does
         // not index the directory at all.
-        let mut by_key: BTreeMap<&(MatchBy, String), Vec<&DirectoryUser>> = BTreeMap::new();
+        let mut by_key: HashMap<&(MatchBy, String), Vec<&DirectoryUser>> = HashMap::new();
         if !sharers.is_empty() {
             for directory_user in &target.users {
                 for &by in &self.policy.match_existing_by {
@@ -562,8 +564,8 @@ impl<'a> Planner<'a> {
         user: &'a EntraUser,
         mut attributes: Attributes,
         keys: &[(MatchBy, String)],
-        sharers: &BTreeMap<&(MatchBy, String), Vec<&str>>,
-        by_key: &BTreeMap<&(MatchBy, String), Vec<&'a DirectoryUser>>,
+        sharers: &HashMap<&(MatchBy, String), Vec<&str>>,
+        by_key: &HashMap<&(MatchBy, String), Vec<&'a DirectoryUser>>,
     ) {
         for key in keys {
             let (by, value) = (key.0, &key.1);

@@ -61,7 +61,7 @@ pub enum ExistingUsers {
 }
 
 /// What links an existing directory user to an Entra user on first sight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchBy {
     /// The directory user's email equals the Entra user's mail (or UPN when it has no mail).
