@@ -142,13 +142,35 @@ impl fmt::Display for MappingProblem {
 ///   are not both there the user is [`MappingProblem::NoUsableName`]: inventing a surname would
 ///   put a wrong name in the target, while a conflict asks an admin to fix it in Entra.
 pub fn map_user(user: &EntraUser) -> Result<Attributes, MappingProblem> {
-    let (given_name, surname) = name_parts(user)?;
     let mut attributes = Attributes::new();
-    attributes.insert(Field::GivenName, given_name);
-    attributes.insert(Field::Surname, surname);
+    visit_mapped(user, |field, value| {
+        attributes.insert(field, value.to_owned());
+    })?;
+    Ok(attributes)
+}
+
+/// Whether [`map_user`] gives `user` exactly `attributes`, found without building its map: most
+/// linked users did not change, and a delta run asks this of every one of them.
+pub fn maps_to(user: &EntraUser, attributes: &Attributes) -> bool {
+    let mut expected = attributes.iter();
+    let mut equal = true;
+    let mapped = visit_mapped(user, |field, value| {
+        equal &= expected
+            .next()
+            .is_some_and(|(&have, have_value)| have == field && have_value == value);
+    });
+    mapped.is_ok() && equal && expected.next().is_none()
+}
+
+/// The fields [`map_user`] gives `user`, one call of `emit` each, in [`Field`] order (which
+/// [`maps_to`] relies on).
+fn visit_mapped(user: &EntraUser, mut emit: impl FnMut(Field, &str)) -> Result<(), MappingProblem> {
+    let (given_name, surname) = name_parts(user)?;
+    emit(Field::GivenName, &given_name);
+    emit(Field::Surname, &surname);
     let mut set = |field: Field, value: Option<&str>| {
         if let Some(value) = value.and_then(clean) {
-            attributes.insert(field, value.to_owned());
+            emit(field, value);
         }
     };
     set(Field::DisplayName, user.display_name.as_deref());
@@ -184,9 +206,9 @@ pub fn map_user(user: &EntraUser) -> Result<Attributes, MappingProblem> {
     licenses.sort_unstable();
     licenses.dedup();
     if !licenses.is_empty() {
-        attributes.insert(Field::AssignedLicenses, licenses.join(","));
+        emit(Field::AssignedLicenses, &licenses.join(","));
     }
-    Ok(attributes)
+    Ok(())
 }
 
 /// A trimmed value, or `None` when nothing is left.
@@ -283,7 +305,48 @@ mod tests {
     /// Maps a user given as snapshot JSON and renders its attributes one a line.
     fn check(user: &str, expect: Expect) {
         let user: EntraUser = serde_json::from_str(user).expect("user parses");
-        expect.assert_eq(&render(map_user(&user)));
+        let mapped = map_user(&user);
+        if let Ok(attributes) = &mapped {
+            // The comparison without a map agrees with the map in every case of the table.
+            assert!(maps_to(&user, attributes), "{attributes:?}");
+        }
+        expect.assert_eq(&render(mapped));
+    }
+
+    /// `maps_to` answers no to any other value, a missing field, an extra one, or a user
+    /// without a usable name.
+    #[test]
+    fn maps_to_tells_any_difference() {
+        let user = EntraUser {
+            id: "u-1".into(),
+            given_name: Some("Adele".into()),
+            surname: Some("Vance".into()),
+            mail: Some("adele@contoso.example".into()),
+            job_title: Some("Retail Manager".into()),
+            account_enabled: Some(true),
+            assigned_licenses: vec!["c7df2760".into()],
+            ..EntraUser::default()
+        };
+        let mapped = map_user(&user).expect("a usable name");
+        assert!(maps_to(&user, &mapped));
+        for field in mapped.keys() {
+            let mut changed = mapped.clone();
+            changed.insert(*field, "other".into());
+            assert!(!maps_to(&user, &changed), "{field} changed");
+            let mut missing = mapped.clone();
+            missing.remove(field);
+            assert!(!maps_to(&user, &missing), "{field} missing");
+        }
+        for extra in [Field::DisplayName, Field::Unit, Field::Roles] {
+            let mut more = mapped.clone();
+            more.insert(extra, "extra".into());
+            assert!(!maps_to(&user, &more), "{extra} extra");
+        }
+        let nameless = EntraUser {
+            id: "u-2".into(),
+            ..EntraUser::default()
+        };
+        assert!(!maps_to(&nameless, &Attributes::new()));
     }
 
     fn render(mapped: Result<Attributes, MappingProblem>) -> String {

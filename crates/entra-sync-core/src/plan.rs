@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::assign::{self, Assigned};
 use crate::guard::ReadHealth;
-use crate::map::{Attributes, Field, clean, map_user};
+use crate::map::{Attributes, Field, clean, map_user, maps_to};
 use crate::model::{EntraId, EntraUser, Presence, SourceSnapshot};
 use crate::policy::{
     ExistingUsers, FieldSetting, GroupsToSync, MatchBy, OnDeleted, OnDisabled, OnOutOfScope, Policy,
@@ -709,12 +709,24 @@ impl<'a> Planner<'a> {
                 return;
             }
         };
+        let department = user.department.as_deref().and_then(clean);
+        // Most linked users did not change: without unit or role rules their wanted attributes
+        // are the mapping's, compared field by field without building them.
+        let rules = &self.policy.assignments;
+        if !restore
+            && rules.unit_from.is_none()
+            && rules.roles_from.is_none()
+            && maps_to(user, &directory_user.attributes)
+        {
+            self.departments.insert(&user.id, department);
+            self.plan.unchanged += 1;
+            return;
+        }
         let attributes = match self.desired(user) {
             Ok(attributes) => attributes,
             Err(problem) => return self.conflict(user, Some(directory_user.id), problem),
         };
-        self.departments
-            .insert(&user.id, user.department.as_deref().and_then(clean));
+        self.departments.insert(&user.id, department);
         let changes = self.changes(&directory_user.attributes, &attributes, Write::Update);
         let (directory_id, entra_id) = (directory_user.id, user.id.clone());
         if restore {
