@@ -487,34 +487,26 @@ impl Directory {
         actions: &[Action],
         now: &str,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let to_write: Vec<(&str, Option<&str>)> = actions
-            .iter()
-            .filter_map(|action| match action {
-                Action::SetDepartment { user, department } => Some((user.as_str(), department.as_deref())),
-                _ => None,
-            })
-            .collect();
-        let mut assigned: HashSet<String> = HashSet::new();
-        if !to_write.is_empty() {
-            let mut update = QueryBuilder::<Sqlite>::new("WITH wanted (entra_id, name_lower) AS (");
-            update.push_values(&to_write, |mut row, (user, department)| {
-                row.push_bind(user.to_string())
-                    .push_bind(department.map(str::to_lowercase));
-            });
-            update.push(") UPDATE users SET department_id = d.id, updated_at = ");
-            update.push_bind(now.to_owned());
-            update.push(" FROM wanted LEFT JOIN departments d ON d.organization_id = ");
-            update.push_bind(self.organization_id);
-            update.push(" AND d.name_lower = wanted.name_lower WHERE users.organization_id = ");
-            update.push_bind(self.organization_id);
-            update.push(" AND users.entra_id = wanted.entra_id RETURNING users.entra_id");
-            let rows = update
-                .build()
-                .fetch_all(&mut **transaction)
-                .await
-                .doing("assigning departments")?;
-            assigned = rows.iter().map(|row| row.get(0)).collect();
-        }
+        let mut update = QueryBuilder::<Sqlite>::new("WITH wanted (entra_id, name_lower) AS (");
+        update.push_values(actions, |mut row, action| {
+            if let Action::SetDepartment { user, department } = action {
+                row.push_bind(user.clone())
+                    .push_bind(department.as_deref().map(str::to_lowercase));
+            }
+        });
+        update.push(") UPDATE users SET department_id = d.id, updated_at = ");
+        update.push_bind(now.to_owned());
+        update.push(" FROM wanted LEFT JOIN departments d ON d.organization_id = ");
+        update.push_bind(self.organization_id);
+        update.push(" AND d.name_lower = wanted.name_lower WHERE users.organization_id = ");
+        update.push_bind(self.organization_id);
+        update.push(" AND users.entra_id = wanted.entra_id RETURNING users.entra_id");
+        let rows = update
+            .build()
+            .fetch_all(&mut **transaction)
+            .await
+            .doing("assigning departments")?;
+        let assigned: HashSet<String> = rows.iter().map(|row| row.get(0)).collect();
         Ok(actions
             .iter()
             .map(|action| match action {
