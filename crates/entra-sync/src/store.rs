@@ -1164,10 +1164,7 @@ pub(crate) async fn decode_lines<T: serde::de::DeserializeOwned>(
     let mut objects = Vec::new();
     while let Some(chunk) = chunks.try_next().await.doing(doing)? {
         for object in serde_json::Deserializer::from_str(&chunk).into_iter::<T>() {
-            objects.push(object.map_err(|error| StoreError {
-                doing: what,
-                source: sqlx::Error::Decode(Box::new(error)),
-            })?);
+            objects.push(object.map_err(|error| decode_error(what, error))?);
         }
     }
     Ok(objects)
@@ -1177,10 +1174,15 @@ pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
     text: &str,
     what: &'static str,
 ) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|error| StoreError {
+    serde_json::from_str(text).map_err(|error| decode_error(what, error))
+}
+
+/// Stored JSON that does not decode as `what`.
+fn decode_error(what: &'static str, error: serde_json::Error) -> StoreError {
+    StoreError {
         doing: what,
         source: sqlx::Error::Decode(Box::new(error)),
-    })
+    }
 }
 
 #[cfg(test)]
