@@ -189,12 +189,22 @@ mod tests {
     use super::*;
     use crate::store::{RunEnd, Trigger, insert_actions};
 
-    #[tokio::test]
-    async fn retention_deletes_the_oldest_changes_and_moves_the_oldest_cursor() {
+    /// The first of the month, in 2026.
+    fn at(month: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, month, 1, 0, 0, 0).unwrap()
+    }
+
+    /// A store with the connection and organization `contoso`, made at `at(1)`.
+    async fn contoso() -> (tempfile::TempDir, Store, crate::store::ConnectionState) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let at = |month: u32| Utc.with_ymd_and_hms(2026, month, 1, 0, 0, 0).unwrap();
         let state = store.connection_state("contoso", "contoso", at(1)).await.unwrap();
+        (dir, store, state)
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_the_oldest_changes_and_moves_the_oldest_cursor() {
+        let (_dir, store, state) = contoso().await;
         let department = |name: &str| Action::CreateDepartment { name: name.into() };
         for (month, names) in [(1, ["a", "b", "c"].as_slice()), (6, ["d", "e"].as_slice())] {
             let actions: Vec<Action> = names.iter().map(|name| department(name)).collect();
@@ -225,10 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_applied_in_a_run_takes_its_detail_from_the_run_which_the_feed_keeps() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let at = |month: u32| Utc.with_ymd_and_hms(2026, month, 1, 0, 0, 0).unwrap();
-        let state = store.connection_state("contoso", "contoso", at(1)).await.unwrap();
+        let (_dir, store, state) = contoso().await;
         let run = store
             .begin_run(state.id, Trigger::Manual, "full", at(1))
             .await
