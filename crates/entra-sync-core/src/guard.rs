@@ -160,7 +160,8 @@ pub fn check(
             ),
         });
     }
-    let linked = target.users.iter().filter(|user| user.entra_id.is_some()).count();
+    let linked =
+        target.users.iter().filter(|user| user.entra_id.is_some()).count() + target.settled.linked_users;
     let deprovision_percent = percent(verdict.deprovisions, linked);
     if verdict.deprovisions > 0 && deprovision_percent > f64::from(guards.max_deprovision_percent) {
         verdict.tripped.push(Tripped {
@@ -339,6 +340,40 @@ mod tests {
             guard max_deprovisions: 3 deprovisions, 1 over the limit of 2
         "#]]
         .assert_eq(&verdict.to_string());
+    }
+
+    /// A partial read's percentage is of every linked user, those it left out included: 30
+    /// disables among 40 loaded users are 75 %, but 3 % of the 1,000 the directory links.
+    #[test]
+    fn the_deprovision_percentage_counts_the_users_a_partial_read_left_out() {
+        let plan = Plan {
+            actions: (0..30)
+                .map(|n| Action::DisableUser {
+                    directory_id: n,
+                    entra_id: format!("u-{n}"),
+                    reason: DisableReason::DeletedInMicrosoft,
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        let mut target = TargetState {
+            users: (0..40)
+                .map(|n| DirectoryUser {
+                    id: n,
+                    entra_id: Some(format!("u-{n}")),
+                    ..DirectoryUser::default()
+                })
+                .collect(),
+            ..TargetState::default()
+        };
+        let check =
+            |target: &TargetState| super::check(&plan, &healthy(1000), target, None, &Policy::default());
+        expect![[r#"
+            guard max_deprovision_percent: 30 of 40 linked users (75%), over the limit of 20%
+        "#]]
+        .assert_eq(&check(&target).to_string());
+        target.settled.linked_users = 960;
+        assert!(!check(&target).blocked(), "{}", check(&target));
     }
 
     /// A tenant that suddenly returns no users, read in full with `remove_users_not_in_entra`: the

@@ -16,7 +16,7 @@ use crate::policy::{
 };
 use crate::scope::ScopeIndex;
 use crate::target::{
-    DirectoryDepartment, DirectoryGroup, DirectoryId, DirectoryUser, TargetState, UserStatus,
+    DirectoryDepartment, DirectoryGroup, DirectoryId, DirectoryUser, Settled, TargetState, UserStatus,
 };
 
 /// Why a user is deprovisioned by the sync; rendered as the directory user's `status_reason`.
@@ -348,6 +348,9 @@ pub fn plan(source: &SourceSnapshot, target: &TargetState, policy: &Policy, now:
 /// After an incomplete read (a round stopped short) the plan only adds and updates: it holds no
 /// deprovision, purge, membership removal or deletion.
 ///
+/// A partial read ([`Settled`]) gives the users a delta can reach; the plan is the whole read's
+/// plan: the users left out count as unchanged and keep their departments and memberships.
+///
 /// Actions come in the order the executor needs them: departments and groups created, groups
 /// updated, users created, linked, updated, restored, disabled and soft-deleted, departments
 /// assigned, memberships added and removed, users deleted and purged, groups and departments
@@ -472,6 +475,7 @@ impl<'a> Planner<'a> {
     }
 
     fn plan_users(&mut self, source: &'a SourceSnapshot, target: &'a TargetState, full_read: bool) {
+        self.plan.unchanged += target.settled.linked_users;
         // New users wait until all are mapped, so that a key two of them share is a conflict
         // for both whichever comes first.
         let mut newcomers: Vec<(&EntraUser, Attributes)> = Vec::new();
@@ -511,7 +515,7 @@ impl<'a> Planner<'a> {
         }
         let keys: Vec<Vec<(MatchBy, String)>> = newcomers
             .iter()
-            .map(|(user, attributes)| self.match_keys(user, attributes))
+            .map(|(user, attributes)| match_keys(self.policy, user, attributes))
             .collect();
         // Hash maps: they are only asked for a key, and with a million newcomers each lookup in
         // a tree of emails missed the cache at every level (a tenth of the plan's time).
@@ -541,21 +545,6 @@ impl<'a> Planner<'a> {
         for ((user, attributes), keys) in newcomers.into_iter().zip(&keys) {
             self.plan_newcomer(user, attributes, keys, &sharers, &by_key);
         }
-    }
-
-    /// The lowercase values a new user is matched by, in `match_existing_by` order.
-    fn match_keys(&self, user: &EntraUser, attributes: &Attributes) -> Vec<(MatchBy, String)> {
-        self.policy
-            .match_existing_by
-            .iter()
-            .filter_map(|&by| {
-                let value = match by {
-                    MatchBy::Email => attributes.get(&Field::Email).map(String::as_str),
-                    MatchBy::Upn => user.user_principal_name.as_deref().and_then(clean),
-                };
-                Some((by, value?.to_lowercase()))
-            })
-            .collect()
     }
 
     /// An Entra user with no directory user linked to it yet.
@@ -906,6 +895,9 @@ impl<'a> Planner<'a> {
                 *members.entry(department).or_default() += 1;
             }
         }
+        for (&department, &count) in &target.settled.department_members {
+            *members.entry(department).or_default() += count;
+        }
         let mut created: BTreeSet<String> = BTreeSet::new();
         let departments = std::mem::take(&mut self.departments);
         for (&entra_id, &wanted) in &departments {
@@ -1045,11 +1037,14 @@ impl<'a> Planner<'a> {
         if self.policy.remove_group_assignments_not_in_entra {
             for &(group, user) in current.difference(&desired) {
                 // The executor drops a deleted group's or user's memberships with it; a kept
-                // out-of-scope user and a group no longer selected are not the sync's to change.
+                // out-of-scope user and a group no longer selected are not the sync's to change,
+                // nor is a user a partial read left out (settled: not in `desired` for want of
+                // its data, not because Entra took it out).
                 let untouched = deleted.contains(group)
                     || self.removed.contains(user)
                     || self.frozen.contains(user)
-                    || !selected(group);
+                    || !selected(group)
+                    || (self.linked_user(user).is_none() && !source.users.contains_key(user));
                 if !untouched {
                     self.plan.actions.push(Action::RemoveMembership {
                         group: group.to_owned(),
@@ -1058,6 +1053,34 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+    }
+}
+
+/// The lowercase values a new user is matched by, in `match_existing_by` order.
+fn match_keys(policy: &Policy, user: &EntraUser, attributes: &Attributes) -> Vec<(MatchBy, String)> {
+    policy
+        .match_existing_by
+        .iter()
+        .filter_map(|&by| {
+            let value = match by {
+                MatchBy::Email => attributes.get(&Field::Email).map(String::as_str),
+                MatchBy::Upn => user.user_principal_name.as_deref().and_then(clean),
+            };
+            Some((by, value?.to_lowercase()))
+        })
+        .collect()
+}
+
+/// The lowercase values `user` would be matched by were it new: a partial read loads the
+/// directory users holding any of them (as their email, or for `upn` their UPN), the only ones
+/// whose match with the user the planner may need.
+pub fn match_values(user: &EntraUser, policy: &Policy) -> Vec<String> {
+    match map_user(user) {
+        Ok(attributes) => match_keys(policy, user, &attributes)
+            .into_iter()
+            .map(|(_, value)| value)
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -2937,6 +2960,94 @@ mod tests {
                 unchanged 0, skipped 1
                 counts: created 1, departments_assigned 1, disabled 1, memberships_added 1, memberships_removed 1, skipped 1, soft_deleted 1, updated 1
             "#]],
+        );
+    }
+
+    /// A partial read plans exactly what a whole one does: it leaves out only settled users (here
+    /// u-bob, linked, unchanged, the one member of a department the sync made and of two
+    /// groups), and `settled` keeps their count and their department. Without `settled` that
+    /// department would look empty and be deleted; u-bob's memberships stay because a user left
+    /// out is never taken out of a group.
+    #[test]
+    fn a_partial_read_plans_what_the_whole_read_plans() {
+        let source = r#"{"users": [
+            {"id": "u-ann", "givenName": "Ann", "surname": "Lee", "mail": "ann@contoso.example",
+             "jobTitle": "Lead", "department": "Sales"},
+            {"id": "u-bob", "givenName": "Bob", "surname": "Ray", "mail": "bob@contoso.example",
+             "department": "Research"},
+            {"id": "u-cy", "@removed": {"reason": "deleted"}},
+            {"id": "u-eve", "givenName": "Eve", "surname": "Orr", "mail": "eve@contoso.example"},
+            {"id": "u-eve-twin", "givenName": "Eva", "surname": "Orr", "mail": "EVE@contoso.example"},
+            {"id": "u-dup1", "givenName": "Dee", "surname": "One", "mail": "dup@contoso.example"},
+            {"id": "u-dup2", "givenName": "Dee", "surname": "Two", "mail": "dup@contoso.example"},
+            {"id": "u-new", "givenName": "Nia", "surname": "New", "mail": "nia@contoso.example",
+             "department": "Support"}
+        ], "groups": [
+            {"id": "g-all", "displayName": "All", "members@delta": [
+                {"id": "u-ann"}, {"id": "u-bob"}, {"id": "u-cy"}, {"id": "u-eve"}]},
+            {"id": "g-bob", "displayName": "Bob's", "members@delta": [{"id": "u-bob"}]},
+            {"id": "g-new", "displayName": "New", "members@delta": [{"id": "u-new"}]}
+        ]}"#;
+        let target = r#"{"users": [
+            {"id": 1, "entra_id": "u-ann", "department": 20, "attributes": {"given_name": "Ann",
+             "surname": "Lee", "email": "ann@contoso.example", "department": "Sales"}},
+            {"id": 2, "entra_id": "u-bob", "department": 21, "attributes": {"given_name": "Bob",
+             "surname": "Ray", "email": "bob@contoso.example", "department": "Research"}},
+            {"id": 3, "entra_id": "u-cy", "department": 22, "attributes": {"given_name": "Cy",
+             "surname": "Ode", "email": "cy@contoso.example", "department": "Old"}},
+            {"id": 5, "entra_id": "u-eve", "attributes": {"given_name": "Eve", "surname": "Orr",
+             "email": "eve@contoso.example"}},
+            {"id": 6, "entra_id": "u-sam", "status": "soft_deleted", "status_reason": "Deleted in Microsoft",
+             "soft_deleted_at": "2026-01-02T08:00:00Z", "attributes": {"given_name": "Sam"}},
+            {"id": 7, "attributes": {"given_name": "Own", "surname": "User", "email": "nia@contoso.example"}}
+        ],
+        "groups": [{"id": 10, "entra_id": "g-all", "name": "All"}, {"id": 11, "entra_id": "g-bob", "name": "Bob's"}],
+        "departments": [
+            {"id": 20, "name": "Sales", "created_by_sync": false},
+            {"id": 21, "name": "Research", "created_by_sync": true},
+            {"id": 22, "name": "Old", "created_by_sync": true}
+        ],
+        "memberships": [["g-all", "u-ann"], ["g-all", "u-bob"], ["g-all", "u-cy"], ["g-all", "u-eve"],
+                        ["g-bob", "u-bob"]]}"#;
+        let policy = Policy::default();
+        let whole_source = snapshot(source);
+        let whole_target = parse_target(target);
+        let whole = plan(&whole_source, &whole_target, &policy, now());
+        expect![[r#"
+            create  department "Support"
+            create  group g-new: name "New", description none
+            link    user u-new to #7: given_name "Own" -> "Nia", surname "User" -> "New", department none -> "Support"
+            update  user u-ann #1: job_title none -> "Lead"
+            disable user u-cy #3: Deleted in Microsoft
+            assign  user u-new to department "Support"
+            add     member u-new to group g-new
+            remove  member u-cy from group g-all
+            purge   user u-sam #6: retention over, tombstone kept
+            conflict user u-dup1: email dup@contoso.example is shared by 2 Entra users (u-dup1, u-dup2); none is created or linked
+            conflict user u-dup2: email dup@contoso.example is shared by 2 Entra users (u-dup1, u-dup2); none is created or linked
+            conflict user u-eve-twin #5: email eve@contoso.example belongs to directory user #5, already linked to Entra user u-eve
+            unchanged 2, skipped 0
+            counts: conflicts 3, departments_assigned 1, departments_created 1, disabled 1, groups_created 1, memberships_added 1, memberships_removed 1, purged 1, unchanged 2, updated 2
+        "#]]
+        .assert_eq(&render(&whole));
+
+        let mut partial_source = whole_source.clone();
+        partial_source.users.remove("u-bob");
+        let mut partial_target = whole_target.clone();
+        partial_target
+            .users
+            .retain(|user| user.entra_id.as_deref() != Some("u-bob"));
+        let unsettled = plan(&partial_source, &partial_target, &policy, now());
+        partial_target.settled = Settled {
+            linked_users: 1,
+            department_members: BTreeMap::from([(21, 1)]),
+        };
+        let partial = plan(&partial_source, &partial_target, &policy, now());
+        assert_eq!(partial, whole);
+        assert_eq!(render(&partial), render(&whole));
+        assert!(
+            render(&unsettled).contains(r#"delete  department "Research" #21"#),
+            "{unsettled}"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! The target side as the planner sees it: the directory's users, groups and the memberships
 //! the sync made, loaded by the service before planning.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,4 +87,20 @@ pub struct TargetState {
     pub departments: Vec<DirectoryDepartment>,
     /// Memberships the sync made, as (group Entra id, user Entra id).
     pub memberships: BTreeSet<(EntraId, EntraId)>,
+    /// The users a partial read left out (none when every user was read).
+    pub settled: Settled,
+}
+
+/// What a partial read of the directory left out: a delta run reads only the users its changes
+/// can reach (those the delta names, those it moves between groups, every user not linked yet,
+/// every soft-deleted one and those sharing a match key with a newcomer), with their snapshot
+/// rows. Every other user is settled: the last run left it as Entra asks and nothing of it
+/// changed since, so the planner plans nothing for it, but counts it where a whole count matters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settled {
+    /// Linked users left out: they count as unchanged, and in the guards' percentages.
+    pub linked_users: usize,
+    /// Users left out, by the department they belong to: a department keeps its members.
+    pub department_members: BTreeMap<DirectoryId, usize>,
 }
