@@ -16,7 +16,7 @@ use crate::policy::{
 };
 use crate::scope::ScopeIndex;
 use crate::target::{
-    DirectoryDepartment, DirectoryGroup, DirectoryId, DirectoryUser, Settled, TargetState, UserStatus,
+    DirectoryDepartment, DirectoryGroup, DirectoryId, DirectoryUser, TargetState, UserStatus,
 };
 
 /// Why a user is deprovisioned by the sync; rendered as the directory user's `status_reason`.
@@ -348,7 +348,7 @@ pub fn plan(source: &SourceSnapshot, target: &TargetState, policy: &Policy, now:
 /// After an incomplete read (a round stopped short) the plan only adds and updates: it holds no
 /// deprovision, purge, membership removal or deletion.
 ///
-/// A partial read ([`Settled`]) gives the users a delta can reach; the plan is the whole read's
+/// A partial read ([`crate::target::Settled`]) gives the users a delta can reach; the plan is the whole read's
 /// plan: the users left out count as unchanged and keep their departments and memberships.
 ///
 /// Actions come in the order the executor needs them: departments and groups created, groups
@@ -1340,6 +1340,7 @@ mod tests {
     use super::*;
     use crate::delta::{GroupDelta, MemberDelta, Patch, UserDelta};
     use crate::fold::{Touched, fold_groups, fold_users};
+    use crate::target::Settled;
 
     /// Plans with the default policy. `source` is `{"users": [...], "groups": [...]}` in Graph's
     /// delta shape, folded into an empty snapshot; `target` is a `TargetState` as JSON.
