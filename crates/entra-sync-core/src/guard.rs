@@ -174,7 +174,7 @@ pub fn check(
             ),
         });
     }
-    let memberships = target.memberships.len();
+    let memberships = target.memberships.len() + target.settled.memberships;
     let removal_percent = percent(verdict.membership_removals, memberships);
     if verdict.membership_removals > 0 && removal_percent > f64::from(guards.max_membership_removals_percent)
     {
@@ -342,16 +342,25 @@ mod tests {
         .assert_eq(&verdict.to_string());
     }
 
-    /// A partial read's percentage is of every linked user, those it left out included: 30
-    /// disables among 40 loaded users are 75 %, but 3 % of the 1,000 the directory links.
+    /// A partial read's percentages are of every linked user and membership, those it left out
+    /// included: 30 disables among 40 users read are 75 %, but 3 % of the 1,000 the directory
+    /// links; so are 30 membership removals.
     #[test]
-    fn the_deprovision_percentage_counts_the_users_a_partial_read_left_out() {
+    fn the_percentages_count_what_a_partial_read_left_out() {
         let plan = Plan {
             actions: (0..30)
-                .map(|n| Action::DisableUser {
-                    directory_id: n,
-                    entra_id: format!("u-{n}"),
-                    reason: DisableReason::DeletedInMicrosoft,
+                .flat_map(|n| {
+                    [
+                        Action::DisableUser {
+                            directory_id: n,
+                            entra_id: format!("u-{n}"),
+                            reason: DisableReason::DeletedInMicrosoft,
+                        },
+                        Action::RemoveMembership {
+                            group: "g-1".to_owned(),
+                            user: format!("u-{n}"),
+                        },
+                    ]
                 })
                 .collect(),
             ..Plan::default()
@@ -364,15 +373,18 @@ mod tests {
                     ..DirectoryUser::default()
                 })
                 .collect(),
+            memberships: (0..40).map(|n| ("g-1".to_owned(), format!("u-{n}"))).collect(),
             ..TargetState::default()
         };
         let check =
             |target: &TargetState| super::check(&plan, &healthy(1000), target, None, &Policy::default());
         expect![[r#"
             guard max_deprovision_percent: 30 of 40 linked users (75%), over the limit of 20%
+            guard max_membership_removals_percent: 30 of 40 memberships (75%), over the limit of 20%
         "#]]
         .assert_eq(&check(&target).to_string());
         target.settled.linked_users = 960;
+        target.settled.memberships = 960;
         assert!(!check(&target).blocked(), "{}", check(&target));
     }
 

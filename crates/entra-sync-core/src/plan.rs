@@ -2966,9 +2966,9 @@ mod tests {
 
     /// A partial read plans exactly what a whole one does: it leaves out only settled users (here
     /// u-bob, linked, unchanged, the one member of a department the sync made and of two
-    /// groups), and `settled` keeps their count and their department. Without `settled` that
-    /// department would look empty and be deleted; u-bob's memberships stay because a user left
-    /// out is never taken out of a group.
+    /// groups) and their memberships, and `settled` keeps their counts and their department.
+    /// Without `settled` that department would look empty and be deleted. A user left out is
+    /// neither added to nor taken out of a group.
     #[test]
     fn a_partial_read_plans_what_the_whole_read_plans() {
         let source = r#"{"users": [
@@ -3038,10 +3038,12 @@ mod tests {
         partial_target
             .users
             .retain(|user| user.entra_id.as_deref() != Some("u-bob"));
+        partial_target.memberships.retain(|(_, user)| user != "u-bob");
         let unsettled = plan(&partial_source, &partial_target, &policy, now());
         partial_target.settled = Settled {
             linked_users: 1,
             department_members: BTreeMap::from([(21, 1)]),
+            memberships: 2,
         };
         let partial = plan(&partial_source, &partial_target, &policy, now());
         assert_eq!(partial, whole);

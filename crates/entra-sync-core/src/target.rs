@@ -103,4 +103,7 @@ pub struct Settled {
     pub linked_users: usize,
     /// Users left out, by the department they belong to: a department keeps its members.
     pub department_members: BTreeMap<DirectoryId, usize>,
+    /// Memberships the sync made of the users left out (`memberships` holds those of the users
+    /// read): they count in the guards' percentages.
+    pub memberships: usize,
 }

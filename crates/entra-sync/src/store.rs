@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0008_microsoft_data.sql"),
     include_str!("../migrations/sqlite/0009_run_warnings.sql"),
     include_str!("../migrations/sqlite/0010_changes_refer_to_history.sql"),
+    include_str!("../migrations/sqlite/0011_source_users_present.sql"),
 ];
 
 /// Rows per multi-row INSERT; SQLite allows 32,766 bound values per statement.
@@ -308,38 +309,91 @@ impl Store {
     pub async fn load_snapshot(&self, connection_id: i64) -> Result<SourceSnapshot, StoreError> {
         let mut snapshot = SourceSnapshot::default();
         for user in self
-            .load_source_rows::<EntraUser>("source_users", connection_id, "a snapshot user")
+            .load_source_rows::<EntraUser>("source_users", connection_id, "", None, "a snapshot user")
             .await?
         {
             snapshot.users.insert(user.id.clone(), user);
         }
-        for group in self
-            .load_source_rows::<EntraGroup>("source_groups", connection_id, "a snapshot group")
-            .await?
-        {
+        for group in self.load_source_groups(connection_id).await? {
             snapshot.groups.insert(group.id.clone(), group);
         }
         Ok(snapshot)
     }
 
+    /// The snapshot's groups, every one: a partial read of a delta run plans them whole.
+    pub async fn load_source_groups(&self, connection_id: i64) -> Result<Vec<EntraGroup>, StoreError> {
+        self.load_source_rows("source_groups", connection_id, "", None, "a snapshot group")
+            .await
+    }
+
+    /// The snapshot rows of the users `entra_ids` names (those it holds).
+    pub async fn load_source_users_of(
+        &self,
+        connection_id: i64,
+        entra_ids: &[String],
+    ) -> Result<Vec<EntraUser>, StoreError> {
+        let ids = serde_json::to_string(entra_ids).unwrap_or_default();
+        self.load_source_rows(
+            "source_users",
+            connection_id,
+            " AND entra_id IN (SELECT value FROM json_each(?))",
+            Some(ids),
+            "a snapshot user",
+        )
+        .await
+    }
+
+    /// The Entra ids of the snapshot's users that no directory user of `organization_id` is
+    /// linked to: the newcomers (and those out of scope or put aside), planned by every run.
+    pub async fn unlinked_source_users(
+        &self,
+        connection_id: i64,
+        organization_id: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT s.entra_id FROM source_users s WHERE s.connection_id = ? AND NOT EXISTS \
+             (SELECT 1 FROM users u WHERE u.organization_id = ? AND u.entra_id = s.entra_id)",
+        )
+        .bind(connection_id)
+        .bind(organization_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing("finding the snapshot's users not linked yet")
+    }
+
+    /// The snapshot's users present in Entra, the count the source-drop guard compares.
+    pub async fn present_source_users(&self, connection_id: i64) -> Result<usize, StoreError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM source_users WHERE connection_id = ? AND present")
+                .bind(connection_id)
+                .fetch_one(&self.pool)
+                .await
+                .doing("counting the snapshot's users")?;
+        Ok(count as usize)
+    }
+
     /// The objects of one snapshot table. SQLite joins each `ROWS_PER_READ` rows' JSON
     /// into one value, a line each: handing 100,000 rows one by one from SQLite's thread (each
     /// value copied, each row sent) cost more than decoding their JSON.
+    /// `filter` narrows the rows with one more condition, whose parameter is `argument`.
     async fn load_source_rows<T: serde::de::DeserializeOwned>(
         &self,
         table: &str,
         connection_id: i64,
+        filter: &str,
+        argument: Option<String>,
         what: &'static str,
     ) -> Result<Vec<T>, StoreError> {
-        // `table` is one of the two snapshot tables' names, never input.
+        // `table` and `filter` are this module's constants, never input.
         let sql = format!(
-            "SELECT group_concat(data, char(10)) FROM {table} WHERE connection_id = ? \
+            "SELECT group_concat(data, char(10)) FROM {table} WHERE connection_id = ?{filter} \
              GROUP BY rowid / {ROWS_PER_READ}"
         );
-        let chunks = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(connection_id)
-            .fetch(&self.pool);
-        decode_lines(chunks, "loading the source snapshot", what).await
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(connection_id);
+        if let Some(argument) = argument {
+            query = query.bind(argument);
+        }
+        decode_lines(query.fetch(&self.pool), "loading the source snapshot", what).await
     }
 
     /// Stores the folded snapshot and the new delta links in one transaction, so that both
@@ -1187,6 +1241,8 @@ fn decode_error(what: &'static str, error: serde_json::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use entra_sync_core::model::Presence;
+
     use super::*;
 
     /// Listing users looks each one's memberships, snapshot row and Microsoft data up by index:
@@ -1212,5 +1268,45 @@ mod tests {
             .filter(|step| step.starts_with("SCAN") && step.as_str() != "SCAN c")
             .collect();
         assert!(scans.is_empty(), "{plan:#?}");
+    }
+
+    /// The present users are counted from the index the stored JSON fills: users soft-deleted or
+    /// deleted in Entra are not, whatever their values hold.
+    #[tokio::test]
+    async fn present_snapshot_users_are_counted_by_their_stored_presence() {
+        let data = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(data.path()).await.expect("the store opens");
+        let state = store
+            .connection_state("contoso", "Contoso", crate::clock::now())
+            .await
+            .expect("a connection");
+        let user = |id: &str, presence: Presence| EntraUser {
+            id: id.to_owned(),
+            presence,
+            job_title: Some(r#"says "presence":"present""#.to_owned()),
+            ..EntraUser::default()
+        };
+        let mut snapshot = SourceSnapshot::default();
+        for user in [
+            user("u-1", Presence::Present),
+            user("u-2", Presence::Present),
+            user("u-3", Presence::SoftDeleted),
+            user("u-4", Presence::Deleted),
+        ] {
+            snapshot.users.insert(user.id.clone(), user);
+        }
+        store
+            .commit_source(
+                state.id,
+                &snapshot,
+                SourceWrite::Replace,
+                &DeltaLinks::default(),
+                &RunMark::default(),
+                crate::clock::now(),
+            )
+            .await
+            .expect("the snapshot is saved");
+        let present = store.present_source_users(state.id).await.expect("a count");
+        assert_eq!(present, 2);
     }
 }

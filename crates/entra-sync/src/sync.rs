@@ -2,14 +2,16 @@
 //! them into the source snapshot, plan, apply in batches, then advance the snapshot and the
 //! delta links together and record the run.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use entra_sync_core::delta::{GroupDelta, UserDelta};
 use entra_sync_core::fold::{Touched, fold_groups, fold_users};
 use entra_sync_core::guard::{self, ReadHealth};
-use entra_sync_core::model::Presence;
-use entra_sync_core::model::SourceSnapshot;
-use entra_sync_core::plan::{Conflict, Plan, PlanCounts, plan_after_read};
+use entra_sync_core::model::{EntraId, EntraUser, Presence, SourceSnapshot};
+use entra_sync_core::plan::{Conflict, Plan, PlanCounts, match_values, plan_after_read};
+use entra_sync_core::policy::MatchBy;
+use entra_sync_core::target::TargetState;
 use serde::Serialize;
 
 use crate::clock;
@@ -313,10 +315,11 @@ async fn execute(
     let directory = Directory::new(store.pool.clone(), state.organization_id)
         .with_welcome(Welcome::for_connection(connection, Some(summary.run_id)));
     let mut touched = Touched::default();
-    let (snapshot, target_state) = match fetched.full_snapshot {
+    let (snapshot, target_state, users_read) = match fetched.full_snapshot {
         Some(mut snapshot) => {
             fold_groups(&mut snapshot, fetched.groups, &mut touched);
-            (snapshot, directory.load().await?)
+            let users_read = present_users(&snapshot);
+            (snapshot, directory.load().await?, users_read)
         }
         None => {
             let policy_changed = state.applied_policy.as_deref() != Some(policy_json.as_str());
@@ -349,25 +352,48 @@ async fn execute(
                 }
                 return Ok(());
             }
-            // The snapshot and the directory are independent reads: the snapshot is read and
-            // decoded on another task (so another core) while this one loads the directory.
             let phase = Instant::now();
-            let snapshot = tokio::spawn({
-                let store = store.clone();
-                let connection_id = state.id;
-                async move { store.load_snapshot(connection_id).await }
-            });
-            let target_state = directory.load().await;
-            let (mut snapshot, target_state) = (snapshot.await??, target_state?);
+            let partial = fetched.stopped.is_none()
+                && !state.needs_replan
+                && !policy_changed
+                && state
+                    .last_good_users
+                    .is_some_and(|users| fetched.users.len() <= users / PARTIAL_READ_SHARE)
+                && std::env::var(DELTA_READ_VAR).as_deref() != Ok("whole");
+            let read = if partial {
+                read_reach(
+                    store,
+                    &directory,
+                    state,
+                    connection,
+                    fetched.users,
+                    fetched.groups,
+                    &mut touched,
+                )
+                .await?
+            } else {
+                // The snapshot and the directory are independent reads: the snapshot is read and
+                // decoded on another task (so another core) while this one loads the directory.
+                let snapshot = tokio::spawn({
+                    let store = store.clone();
+                    let connection_id = state.id;
+                    async move { store.load_snapshot(connection_id).await }
+                });
+                let target_state = directory.load().await;
+                let (mut snapshot, target_state) = (snapshot.await??, target_state?);
+                // Groups first: a user removed in the users round also leaves every group.
+                fold_groups(&mut snapshot, fetched.groups, &mut touched);
+                fold_users(&mut snapshot, fetched.users, &mut touched);
+                let users_read = present_users(&snapshot);
+                (snapshot, target_state, users_read)
+            };
             tracing::debug!(
                 elapsed_ms = phase.elapsed().as_millis() as u64,
-                users = target_state.users.len(),
+                users = read.1.users.len(),
+                settled = read.1.settled.linked_users,
                 "loaded the snapshot and the directory"
             );
-            // Groups first: a user removed in the users round also leaves every group.
-            fold_groups(&mut snapshot, fetched.groups, &mut touched);
-            fold_users(&mut snapshot, fetched.users, &mut touched);
-            (snapshot, target_state)
+            read
         }
     };
     let phase = Instant::now();
@@ -375,7 +401,7 @@ async fn execute(
         full_round: full,
         delta_reset: summary.delta_reset,
         complete: fetched.stopped.is_none(),
-        users_read: present_users(&snapshot),
+        users_read,
     };
     let plan = plan_after_read(&snapshot, &target_state, &connection.policy, &read, clock::now());
     summary.counts = plan.counts();
@@ -462,6 +488,107 @@ async fn execute(
         summary.warnings = crate::microsoft::refresh(store, client, state.id).await?;
     }
     Ok(())
+}
+
+/// Set to `whole`, every delta run reads the whole snapshot and directory instead of what its
+/// changes can reach: to compare the two plans, or to rule the partial read out.
+const DELTA_READ_VAR: &str = "ENTRA_SYNC_DELTA_READ";
+
+/// A delta run reads only what its changes can reach while the users round names at most one in
+/// this many of the last good read's users; beyond that, reading everything costs about as much.
+const PARTIAL_READ_SHARE: usize = 4;
+
+/// Reads what a delta run's plan can reach, folds the rounds into it, and counts the users the
+/// whole snapshot holds present (for the source-drop guard). The snapshot holds every group and
+/// the users the plan can reach; the directory those users (see [`Directory::load_reach`]).
+/// Reached are: the users the users round names, those the groups round moves in or out of a
+/// group, every user not linked yet (a newcomer, or one put aside), every soft-deleted one (a
+/// purge may fall due) and every linked user holding a newcomer's match key. Every other
+/// user is as the last run left it (runs whose actions failed, and policy changes, read
+/// everything), so the plan is the whole read's plan (`Settled`).
+async fn read_reach(
+    store: &Store,
+    directory: &Directory,
+    state: &ConnectionState,
+    connection: &Connection,
+    users: Vec<UserDelta>,
+    groups: Vec<GroupDelta>,
+    touched: &mut Touched,
+) -> Result<(SourceSnapshot, TargetState, usize), StoreError> {
+    let (stored_groups, soft_deleted, unlinked, present) = tokio::try_join!(
+        store.load_source_groups(state.id),
+        directory.soft_deleted_entra_ids(),
+        store.unlinked_source_users(state.id, state.organization_id),
+        store.present_source_users(state.id),
+    )?;
+    let mut snapshot = SourceSnapshot {
+        users: Default::default(),
+        groups: stored_groups
+            .into_iter()
+            .map(|group| (group.id.clone(), group))
+            .collect(),
+    };
+    let members_before: Vec<(EntraId, BTreeSet<EntraId>)> = groups
+        .iter()
+        .map(|entry| {
+            let members = snapshot
+                .groups
+                .get(&entry.id)
+                .map(|group| group.member_users.clone())
+                .unwrap_or_default();
+            (entry.id.clone(), members)
+        })
+        .collect();
+    let mut reach: BTreeSet<EntraId> = users
+        .iter()
+        .map(|entry| entry.id.clone())
+        .filter(|id| !id.is_empty())
+        .collect();
+    // Groups first: a user removed in the users round also leaves every group.
+    fold_groups(&mut snapshot, groups, touched);
+    for (group, before) in &members_before {
+        if let Some(after) = snapshot.groups.get(group) {
+            reach.extend(before.symmetric_difference(&after.member_users).cloned());
+        }
+    }
+    reach.extend(soft_deleted);
+    reach.extend(unlinked);
+    let ids: Vec<EntraId> = reach.iter().cloned().collect();
+    let stored = store.load_source_users_of(state.id, &ids).await?;
+    let present_stored = |users: &[EntraUser]| {
+        users
+            .iter()
+            .filter(|user| user.presence == Presence::Present)
+            .count()
+    };
+    let mut present_before = present_stored(&stored);
+    snapshot.users = stored.into_iter().map(|user| (user.id.clone(), user)).collect();
+    fold_users(&mut snapshot, users, touched);
+    let policy = &connection.policy;
+    let values: BTreeSet<String> = snapshot
+        .users
+        .values()
+        .flat_map(|user| match_values(user, policy))
+        .collect();
+    let values: Vec<String> = values.into_iter().collect();
+    let by_upn = policy.match_existing_by.contains(&MatchBy::Upn);
+    let target = directory.load_reach(&ids, &values, by_upn).await?;
+    // A linked user found by a match key is planned with its Entra data, as every user read is.
+    let found: Vec<EntraId> = target
+        .users
+        .iter()
+        .filter_map(|user| user.entra_id.clone())
+        .filter(|id| !reach.contains(id))
+        .collect();
+    if !found.is_empty() {
+        let stored = store.load_source_users_of(state.id, &found).await?;
+        present_before += present_stored(&stored);
+        snapshot
+            .users
+            .extend(stored.into_iter().map(|user| (user.id.clone(), user)));
+    }
+    let users_read = (present + present_users(&snapshot)).saturating_sub(present_before);
+    Ok((snapshot, target, users_read))
 }
 
 /// Reads the users and groups rounds side by side.

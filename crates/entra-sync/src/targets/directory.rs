@@ -6,7 +6,7 @@
 //! touched. Departments have no Entra id: a DELETE of one is qualified by `created_by_sync` and by
 //! having no users.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -69,7 +69,14 @@ struct IdMaps {
     groups: HashMap<String, DirectoryId>,
 }
 
-/// A `users` row as `load_state` reads it.
+/// The directory users a partial read takes: see [`Directory::load_reach`].
+struct Reach<'a> {
+    entra_ids: &'a [String],
+    match_values: &'a [String],
+    by_upn: bool,
+}
+
+/// A `users` row as `read_state` reads it.
 #[derive(serde::Deserialize)]
 struct UserRow {
     id: DirectoryId,
@@ -149,19 +156,116 @@ impl Directory {
     }
 
     async fn load_state(&self) -> Result<TargetState, StoreError> {
+        self.read_state(None).await
+    }
+
+    /// Reads the directory users a delta run's plan can reach, and every group, department and
+    /// membership: the users linked to `entra_ids` (the caller reads their snapshot rows), every
+    /// user not linked yet, and every user whose email (or, with `by_upn`, UPN) is one of
+    /// `match_values`, which a newcomer may match. The users left out are counted in `settled`
+    /// ([`entra_sync_core::target::Settled`]).
+    pub async fn load_reach(
+        &self,
+        entra_ids: &[String],
+        match_values: &[String],
+        by_upn: bool,
+    ) -> Result<TargetState, StoreError> {
+        let reach = Reach {
+            entra_ids,
+            match_values,
+            by_upn,
+        };
+        let mut state = self.read_state(Some(&reach)).await?;
+        let linked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM users WHERE organization_id = ? AND entra_id IS NOT NULL",
+        )
+        .bind(self.organization_id)
+        .fetch_one(&self.pool)
+        .await
+        .doing("counting linked users")?;
+        let read_linked = state.users.iter().filter(|user| user.entra_id.is_some()).count();
+        state.settled.linked_users = (linked as usize).saturating_sub(read_linked);
+        let members: Vec<(DirectoryId, i64)> = sqlx::query_as(
+            "SELECT d.id, (SELECT count(*) FROM users u WHERE u.department_id = d.id) FROM departments d \
+             WHERE d.organization_id = ?",
+        )
+        .bind(self.organization_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing("counting department members")?;
+        let mut members: BTreeMap<DirectoryId, usize> = members
+            .into_iter()
+            .map(|(id, count)| (id, count as usize))
+            .collect();
+        for department in state.users.iter().filter_map(|user| user.department) {
+            if let Some(count) = members.get_mut(&department) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        members.retain(|_, count| *count > 0);
+        state.settled.department_members = members;
+        // The sync adds memberships only for linked users and never unlinks one, so its
+        // memberships are counted without looking at their users.
+        let memberships: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM memberships m JOIN groups g ON g.id = m.group_id \
+             WHERE g.organization_id = ? AND m.managed_by_sync = 1 AND g.entra_id IS NOT NULL",
+        )
+        .bind(self.organization_id)
+        .fetch_one(&self.pool)
+        .await
+        .doing("counting memberships")?;
+        state.settled.memberships = (memberships as usize).saturating_sub(state.memberships.len());
+        Ok(state)
+    }
+
+    /// The Entra ids of the soft-deleted users the sync owns: a run may purge any of them.
+    pub async fn soft_deleted_entra_ids(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT entra_id FROM users WHERE organization_id = ? AND status = 'soft_deleted' AND entra_id IS NOT NULL",
+        )
+        .bind(self.organization_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing("finding soft-deleted users")
+    }
+
+    /// Reads the directory: every user, or those `reach` names.
+    async fn read_state(&self, reach: Option<&Reach<'_>>) -> Result<TargetState, StoreError> {
         let mut state = TargetState::default();
         let mut ids = IdMaps::default();
+        // The users a reach names, by the indexes on the Entra id and on the email; `id IN`
+        // takes each once.
+        let filter = match reach {
+            None => String::new(),
+            Some(reach) => {
+                let by_upn = if reach.by_upn {
+                    " UNION ALL SELECT id FROM users WHERE organization_id = ?1 \
+                     AND lower(attributes ->> 'user_principal_name') IN (SELECT value FROM json_each(?3))"
+                } else {
+                    ""
+                };
+                format!(
+                    " AND id IN (SELECT id FROM users WHERE organization_id = ?1 AND entra_id IN (SELECT value FROM json_each(?2)) \
+                     UNION ALL SELECT id FROM users WHERE organization_id = ?1 AND entra_id IS NULL \
+                     UNION ALL SELECT id FROM users WHERE organization_id = ?1 AND email_lower IN (SELECT value FROM json_each(?3)){by_upn})"
+                )
+            }
+        };
         // Each row as a line of JSON (the attributes as stored), `ROWS_PER_READ` rows a value.
         let sql = format!(
             "SELECT group_concat(printf('{{\"id\":%d,\"entra_id\":%s,\"attributes\":%s,\"status\":%s,\
              \"status_reason\":%s,\"soft_deleted_at\":%s,\"department_id\":%s}}', id, json_quote(entra_id), \
              attributes, json_quote(status), json_quote(status_reason), json_quote(soft_deleted_at), \
              json_quote(department_id)), char(10)) \
-             FROM users WHERE organization_id = ? GROUP BY id / {ROWS_PER_READ}"
+             FROM users WHERE organization_id = ?1{filter} GROUP BY id / {ROWS_PER_READ}"
         );
-        let chunks = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(self.organization_id)
-            .fetch(&self.pool);
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(self.organization_id);
+        if let Some(reach) = reach {
+            query = query
+                .bind(serde_json::to_string(reach.entra_ids).unwrap_or_default())
+                .bind(serde_json::to_string(reach.match_values).unwrap_or_default());
+        }
+        let chunks = query.fetch(&self.pool);
         let rows: Vec<UserRow> = decode_lines(chunks, "loading directory users", "a directory user").await?;
         for row in rows {
             let user = DirectoryUser {
@@ -213,14 +317,23 @@ impl Directory {
                 created_by_sync: row.get::<i64, _>(2) != 0,
             });
         }
-        let rows = sqlx::query(
+        // A partial read takes the memberships of the users it read: the planner changes no
+        // other user's.
+        let of_users_read = if reach.is_some() {
+            " AND m.user_id IN (SELECT value FROM json_each(?))"
+        } else {
+            ""
+        };
+        let sql = format!(
             "SELECT g.entra_id, u.entra_id FROM memberships m JOIN groups g ON g.id = m.group_id JOIN users u ON u.id = m.user_id \
-             WHERE g.organization_id = ? AND m.managed_by_sync = 1 AND g.entra_id IS NOT NULL AND u.entra_id IS NOT NULL",
-        )
-        .bind(self.organization_id)
-        .fetch_all(&self.pool)
-        .await
-        .doing("loading memberships")?;
+             WHERE g.organization_id = ? AND m.managed_by_sync = 1 AND g.entra_id IS NOT NULL AND u.entra_id IS NOT NULL{of_users_read}"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.organization_id);
+        if reach.is_some() {
+            let users_read: Vec<DirectoryId> = state.users.iter().map(|user| user.id).collect();
+            query = query.bind(serde_json::to_string(&users_read).unwrap_or_default());
+        }
+        let rows = query.fetch_all(&self.pool).await.doing("loading memberships")?;
         for row in rows {
             state.memberships.insert((row.get(0), row.get(1)));
         }

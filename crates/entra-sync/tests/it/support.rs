@@ -109,11 +109,17 @@ impl Workspace {
 
     /// Runs `entra-sync <args> --config <config>`.
     pub(crate) async fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[]).await
+    }
+
+    /// Runs `entra-sync <args> --config <config>` with `env` set.
+    pub(crate) async fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_entra-sync"))
             .args(args)
             .arg("--config")
             .arg(&self.config)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .output()
             .await
             .expect("the binary runs")

@@ -214,6 +214,141 @@ async fn b_one_delta_run_reports_exactly_the_changes_made_in_entra() {
     }
 }
 
+/// What a delta run plans, as `sync --dry-run` prints it, and how many linked users it left out
+/// of its read (0 for a whole read), from its debug log.
+async fn dry_run_plan(workspace: &Workspace, read: &str) -> (String, u64) {
+    let output = workspace
+        .run_with_env(
+            &["--log-format", "json", "sync", "--dry-run"],
+            &[
+                ("ENTRA_SYNC_DELTA_READ", read),
+                ("RUST_LOG", "entra_sync::sync=debug"),
+            ],
+        )
+        .await;
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The plan, then the summary line (with the run's id and duration) and its conflicts again.
+    let plan: Vec<&str> = stdout
+        .lines()
+        .take_while(|line| !line.starts_with("run "))
+        .collect();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let settled = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["fields"]["message"] == "loaded the snapshot and the directory")
+        .and_then(|event| event["fields"]["settled"].as_u64())
+        .unwrap_or_else(|| panic!("no load logged: {stderr}"));
+    (plan.join("\n"), settled)
+}
+
+/// A delta run reads only the users its changes can reach (and their snapshot rows), not the
+/// whole directory; its plan must be the one a whole read gives. Both are printed by `--dry-run`
+/// from the same state, after changes of every kind the partial read has a rule for: churn
+/// (hires, leavers, moves, edits), users moved between groups, newcomers sharing an email or
+/// taking a linked user's, and soft-deleted users whose purge is due. Then the run applies it,
+/// and a whole read of the result finds nothing left to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f_a_delta_run_plans_from_what_its_changes_reach_what_a_whole_read_plans() {
+    let tenant = Tenant::start(3_000, 60).await;
+    let workspace = Workspace::new(&format!(
+        "{}\n[connections.options]\non_deleted = \"soft_delete\"\nsoft_delete_retention_days = 0\n",
+        tenant.connection("contoso")
+    ));
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+    // Five leavers, soft-deleted by the next run; the run after it purges them.
+    let users = tenant.users().await;
+    let leavers: Vec<String> = user_ids(&users).into_iter().take(5).collect();
+    for id in &leavers {
+        tenant
+            .control(reqwest::Method::DELETE, &format!("users/{id}"), None)
+            .await;
+    }
+    let (second, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{second}");
+    assert_eq!(count(&second, "soft_deleted"), 5, "{second}");
+
+    tenant.post("churn", json!({"events": 60})).await;
+    let linked_mail = users[10]["mail"].as_str().expect("mail").to_owned();
+    for (index, mail) in [
+        "twin@contoso.example",
+        "twin@contoso.example",
+        linked_mail.as_str(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        tenant
+            .post(
+                "users",
+                json!({
+                    "displayName": format!("Late Hire {index}"), "givenName": "Late", "surname": format!("Hire {index}"),
+                    "userPrincipalName": format!("late.hire{index}@contoso.example"), "mail": mail,
+                    "accountEnabled": true, "userType": "Member",
+                }),
+            )
+            .await;
+    }
+    let groups = tenant.groups().await;
+    let (from, to) = (&groups[0], &groups[1]);
+    let member = from["memberIds"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|id| !leavers.iter().any(|leaver| leaver == id))
+        .expect("a member to move")
+        .to_owned();
+    let (from, to) = (from["id"].as_str().expect("id"), to["id"].as_str().expect("id"));
+    tenant
+        .control(
+            reqwest::Method::DELETE,
+            &format!("groups/{from}/members/{member}"),
+            None,
+        )
+        .await;
+    tenant
+        .post(&format!("groups/{to}/members"), json!({"id": member}))
+        .await;
+
+    let (whole, whole_settled) = dry_run_plan(&workspace, "whole").await;
+    let (partial, partial_settled) = dry_run_plan(&workspace, "").await;
+    assert_eq!(whole_settled, 0);
+    assert!(
+        partial_settled > 2_500,
+        "{partial_settled} users left out of the read"
+    );
+    assert_eq!(partial, whole);
+    for expected in [
+        "purge   user",
+        "conflict user",
+        "create  user",
+        "add     member",
+        "remove  member",
+    ] {
+        assert!(whole.contains(expected), "no {expected:?} in the plan:\n{whole}");
+    }
+
+    let (run, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "purged"), 5, "{run}");
+    assert_eq!(count(&run, "conflicts"), 3, "{run}");
+    // Converged: a whole read of the same state finds nothing left to do but the purges of the
+    // users this run soft-deleted (their retention is 0 days).
+    let (after, _) = dry_run_plan(&workspace, "whole").await;
+    let left: Vec<&str> = after
+        .lines()
+        .filter(|line| !line.starts_with("conflict ") && !line.starts_with("unchanged "))
+        .collect();
+    assert!(
+        left.iter().all(|line| line.starts_with("purge ")),
+        "left to do after the run: {left:?}"
+    );
+    assert_eq!(left.len() as u64, count(&run, "soft_deleted"), "{left:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_throttled_sync_waits_as_told_and_reaches_the_same_state() {
     // 12 Graph pages; the emulator draws its 30 % from the seed, and this seed throttles several.
