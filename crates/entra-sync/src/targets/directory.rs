@@ -234,9 +234,9 @@ impl Directory {
         let mut state = TargetState::default();
         let mut ids = IdMaps::default();
         // The users a reach names, by the indexes on the Entra id and on the email; `id IN`
-        // takes each once.
-        let filter = match reach {
-            None => String::new(),
+        // takes each once, by its primary key.
+        let users = match reach {
+            None => "organization_id = ?1".to_owned(),
             Some(reach) => {
                 let by_upn = if reach.by_upn {
                     " UNION ALL SELECT id FROM users WHERE organization_id = ?1 \
@@ -245,7 +245,7 @@ impl Directory {
                     ""
                 };
                 format!(
-                    " AND id IN (SELECT id FROM users WHERE organization_id = ?1 AND entra_id IN (SELECT value FROM json_each(?2)) \
+                    "id IN (SELECT id FROM users WHERE organization_id = ?1 AND entra_id IN (SELECT value FROM json_each(?2)) \
                      UNION ALL SELECT id FROM users WHERE organization_id = ?1 AND entra_id IS NULL \
                      UNION ALL SELECT id FROM users WHERE organization_id = ?1 AND email_lower IN (SELECT value FROM json_each(?3)){by_upn})"
                 )
@@ -257,7 +257,7 @@ impl Directory {
              \"status_reason\":%s,\"soft_deleted_at\":%s,\"department_id\":%s}}', id, json_quote(entra_id), \
              attributes, json_quote(status), json_quote(status_reason), json_quote(soft_deleted_at), \
              json_quote(department_id)), char(10)) \
-             FROM users WHERE organization_id = ?1{filter} GROUP BY id / {ROWS_PER_READ}"
+             FROM users WHERE {users} GROUP BY id / {ROWS_PER_READ}"
         );
         let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(self.organization_id);
         if let Some(reach) = reach {
@@ -317,23 +317,29 @@ impl Directory {
                 created_by_sync: row.get::<i64, _>(2) != 0,
             });
         }
-        // A partial read takes the memberships of the users it read: the planner changes no
-        // other user's.
-        let of_users_read = if reach.is_some() {
-            " AND m.user_id IN (SELECT value FROM json_each(?))"
-        } else {
-            ""
+        let query = match reach {
+            None => sqlx::query(
+                "SELECT g.entra_id, u.entra_id FROM memberships m JOIN groups g ON g.id = m.group_id JOIN users u ON u.id = m.user_id \
+                 WHERE g.organization_id = ? AND m.managed_by_sync = 1 AND g.entra_id IS NOT NULL AND u.entra_id IS NOT NULL",
+            ),
+            // A partial read takes the memberships of the users it read (the planner changes no
+            // other user's), found from each user: CROSS JOIN keeps SQLite from walking every
+            // group's memberships for each.
+            Some(_) => {
+                let users_read: Vec<DirectoryId> = state.users.iter().map(|user| user.id).collect();
+                sqlx::query(
+                    "SELECT g.entra_id, u.entra_id FROM json_each(?) read CROSS JOIN memberships m CROSS JOIN groups g \
+                     CROSS JOIN users u WHERE m.user_id = read.value AND g.id = m.group_id AND u.id = m.user_id \
+                     AND g.organization_id = ? AND m.managed_by_sync = 1 AND g.entra_id IS NOT NULL AND u.entra_id IS NOT NULL",
+                )
+                .bind(serde_json::to_string(&users_read).unwrap_or_default())
+            }
         };
-        let sql = format!(
-            "SELECT g.entra_id, u.entra_id FROM memberships m JOIN groups g ON g.id = m.group_id JOIN users u ON u.id = m.user_id \
-             WHERE g.organization_id = ? AND m.managed_by_sync = 1 AND g.entra_id IS NOT NULL AND u.entra_id IS NOT NULL{of_users_read}"
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.organization_id);
-        if reach.is_some() {
-            let users_read: Vec<DirectoryId> = state.users.iter().map(|user| user.id).collect();
-            query = query.bind(serde_json::to_string(&users_read).unwrap_or_default());
-        }
-        let rows = query.fetch_all(&self.pool).await.doing("loading memberships")?;
+        let rows = query
+            .bind(self.organization_id)
+            .fetch_all(&self.pool)
+            .await
+            .doing("loading memberships")?;
         for row in rows {
             state.memberships.insert((row.get(0), row.get(1)));
         }
@@ -1085,6 +1091,79 @@ mod tests {
                 .map(String::as_str),
             Some("Engineer")
         );
+    }
+
+    /// A partial read takes the users it names, every unlinked one and those holding a match
+    /// value (as their email, or with `by_upn` as their UPN), with their memberships; the rest is
+    /// counted: linked users, department members and memberships.
+    #[tokio::test]
+    async fn a_partial_read_takes_the_users_reached_and_counts_the_rest() {
+        let (_dir, _store, directory) = directory().await;
+        directory.load().await.unwrap();
+        let mut in_sales = create("e2", "b@contoso.example");
+        if let Action::CreateUser { department, .. } = &mut in_sales {
+            *department = Some("Sales".into());
+        }
+        let with_upn = Action::CreateUser {
+            entra_id: "e4".into(),
+            attributes: Attributes::from([
+                (Field::Email, "d@contoso.example".into()),
+                (Field::UserPrincipalName, "D.Upn@Contoso.example".into()),
+            ]),
+            status: UserStatus::Active,
+            status_reason: None,
+            department: None,
+        };
+        let actions = [
+            Action::CreateGroup {
+                entra_id: "g1".into(),
+                name: "Support".into(),
+                description: None,
+            },
+            create("e1", "a@contoso.example"),
+            in_sales,
+            create("e3", "match@contoso.example"),
+            with_upn,
+            Action::AddMembership {
+                group: "g1".into(),
+                user: "e1".into(),
+            },
+            Action::AddMembership {
+                group: "g1".into(),
+                user: "e2".into(),
+            },
+        ];
+        let outcomes = directory.apply(&actions, now()).await.unwrap();
+        assert!(outcomes.iter().all(Option::is_none), "{outcomes:?}");
+        let own = unlinked_user(&directory, "own@contoso.example").await;
+        let values = [
+            "match@contoso.example".to_owned(),
+            "d.upn@contoso.example".to_owned(),
+        ];
+        let reached = ["e1".to_owned()];
+        let read = |by_upn| directory.load_reach(&reached, &values, by_upn);
+
+        let state = read(false).await.unwrap();
+        let mut ids: Vec<DirectoryId> = state.users.iter().map(|user| user.id).collect();
+        ids.sort_unstable();
+        let id_of = |entra_id: &str| directory.user_id(entra_id).unwrap();
+        let mut expected = vec![id_of("e1"), id_of("e3"), own];
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
+        assert_eq!(state.groups.len(), 1);
+        assert_eq!(state.departments.len(), 1);
+        assert_eq!(
+            state.memberships,
+            std::collections::BTreeSet::from([("g1".to_owned(), "e1".to_owned())])
+        );
+        assert_eq!(state.settled.linked_users, 2);
+        assert_eq!(state.settled.memberships, 1);
+        let sales = state.departments[0].id;
+        assert_eq!(state.settled.department_members, BTreeMap::from([(sales, 1)]));
+
+        let state = read(true).await.unwrap();
+        assert_eq!(state.users.len(), 4);
+        assert_eq!(state.settled.linked_users, 1);
     }
 
     #[tokio::test]
