@@ -84,6 +84,11 @@ impl<'a> ScopeIndex<'a> {
         }
     }
 
+    /// The users the scope's groups hold (with `transitive`, through nested groups too).
+    pub fn group_members(&self) -> &BTreeSet<&'a str> {
+        &self.members
+    }
+
     /// The ids of the present groups the scope names, for `groups_to_sync = "scoped"`.
     pub fn named_groups(&self) -> &BTreeSet<&'a str> {
         &self.named_groups

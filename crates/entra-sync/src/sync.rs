@@ -8,9 +8,10 @@ use std::time::Instant;
 use entra_sync_core::delta::{GroupDelta, UserDelta};
 use entra_sync_core::fold::{Touched, fold_groups, fold_users};
 use entra_sync_core::guard::{self, ReadHealth};
-use entra_sync_core::model::{EntraId, EntraUser, Presence, SourceSnapshot};
+use entra_sync_core::model::{EntraGroup, EntraId, EntraUser, Presence, SourceSnapshot};
 use entra_sync_core::plan::{Conflict, Plan, PlanCounts, match_values, plan_after_read};
-use entra_sync_core::policy::MatchBy;
+use entra_sync_core::policy::{MatchBy, Policy};
+use entra_sync_core::scope::ScopeIndex;
 use entra_sync_core::target::TargetState;
 use serde::Serialize;
 
@@ -502,7 +503,8 @@ const PARTIAL_READ_SHARE: usize = 4;
 /// whole snapshot holds present (for the source-drop guard). The snapshot holds every group and
 /// the users the plan can reach; the directory those users (see [`Directory::load_reach`]).
 /// Reached are: the users the users round names, those the groups round moves in or out of a
-/// group, every user not linked yet (a newcomer, or one put aside), every soft-deleted one (a
+/// group (all the members of a group it deletes or restores), those whose scope by groups it
+/// changes, every user not linked yet (a newcomer, or one put aside), every soft-deleted one (a
 /// purge may fall due) and every linked user holding a newcomer's match key. Every other
 /// user is as the last run left it (runs whose actions failed, and policy changes, read
 /// everything), so the plan is the whole read's plan (`Settled`).
@@ -528,17 +530,12 @@ async fn read_reach(
             .map(|group| (group.id.clone(), group))
             .collect(),
     };
-    let members_before: Vec<(EntraId, BTreeSet<EntraId>)> = groups
+    let groups_before: Vec<(EntraId, Option<EntraGroup>)> = groups
         .iter()
-        .map(|entry| {
-            let members = snapshot
-                .groups
-                .get(&entry.id)
-                .map(|group| group.member_users.clone())
-                .unwrap_or_default();
-            (entry.id.clone(), members)
-        })
+        .map(|entry| (entry.id.clone(), snapshot.groups.get(&entry.id).cloned()))
         .collect();
+    let policy = &connection.policy;
+    let scope_before = (!policy.scope.groups.is_empty()).then(|| ScopeGroups::of(policy, &snapshot));
     let mut reach: BTreeSet<EntraId> = users
         .iter()
         .map(|entry| entry.id.clone())
@@ -546,9 +543,35 @@ async fn read_reach(
         .collect();
     // Groups first: a user removed in the users round also leaves every group.
     fold_groups(&mut snapshot, groups, touched);
-    for (group, before) in &members_before {
-        if let Some(after) = snapshot.groups.get(group) {
-            reach.extend(before.symmetric_difference(&after.member_users).cloned());
+    for (id, before) in &groups_before {
+        let Some(after) = snapshot.groups.get(id) else {
+            continue;
+        };
+        match before {
+            // A group that comes or goes (a restore, a deletion) takes all its members with it.
+            Some(before) if before.presence == after.presence => {
+                reach.extend(
+                    before
+                        .member_users
+                        .symmetric_difference(&after.member_users)
+                        .cloned(),
+                );
+            }
+            Some(before) => reach.extend(before.member_users.union(&after.member_users).cloned()),
+            None => reach.extend(after.member_users.iter().cloned()),
+        }
+    }
+    // A scope by groups can change for users whose own groups did not: a nested group added, a
+    // group renamed into or out of the scope's names. Those users, and every member of a group
+    // the scope starts or stops naming (`groups_to_sync = "scoped"` imports its memberships),
+    // are reached.
+    if let Some(before) = scope_before {
+        let after = ScopeGroups::of(policy, &snapshot);
+        reach.extend(before.members.symmetric_difference(&after.members).cloned());
+        for group in before.named.symmetric_difference(&after.named) {
+            if let Some(group) = snapshot.groups.get(group) {
+                reach.extend(group.member_users.iter().cloned());
+            }
         }
     }
     reach.extend(soft_deleted);
@@ -564,7 +587,6 @@ async fn read_reach(
     let mut present_before = present_stored(&stored);
     snapshot.users = stored.into_iter().map(|user| (user.id.clone(), user)).collect();
     fold_users(&mut snapshot, users, touched);
-    let policy = &connection.policy;
     let values: BTreeSet<String> = snapshot
         .users
         .values()
@@ -589,6 +611,22 @@ async fn read_reach(
     }
     let users_read = (present + present_users(&snapshot)).saturating_sub(present_before);
     Ok((snapshot, target, users_read))
+}
+
+/// What a scope by groups selects: the users its groups hold and the groups it names.
+struct ScopeGroups {
+    members: BTreeSet<EntraId>,
+    named: BTreeSet<EntraId>,
+}
+
+impl ScopeGroups {
+    fn of(policy: &Policy, snapshot: &SourceSnapshot) -> ScopeGroups {
+        let index = ScopeIndex::new(&policy.scope, snapshot);
+        ScopeGroups {
+            members: index.group_members().iter().map(|id| (*id).to_owned()).collect(),
+            named: index.named_groups().iter().map(|id| (*id).to_owned()).collect(),
+        }
+    }
 }
 
 /// Reads the users and groups rounds side by side.

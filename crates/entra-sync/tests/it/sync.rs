@@ -349,6 +349,59 @@ async fn f_a_delta_run_plans_from_what_its_changes_reach_what_a_whole_read_plans
     assert_eq!(left.len() as u64, count(&run, "soft_deleted"), "{left:?}");
 }
 
+/// With a scope by groups, a groups round changes the scope of users it never names: taking a
+/// nested group out of a scope group, or renaming a group away from the scope's names, takes
+/// their members out of scope, and `on_out_of_scope = "disable"` disables them. (Users coming
+/// into scope are not linked yet, and a partial read always reaches those.) The partial read
+/// reaches them; its plan is the whole read's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g_a_scope_by_groups_changed_by_the_groups_round_reaches_the_users_it_moves() {
+    let tenant = Tenant::start(1_000, 30).await;
+    let groups = tenant.groups().await;
+    let id = |index: usize| groups[index]["id"].as_str().expect("id").to_owned();
+    let rename = |index: usize, name: &'static str| {
+        let path = format!("groups/{}", id(index));
+        let tenant = &tenant;
+        async move {
+            tenant
+                .control(
+                    reqwest::Method::PATCH,
+                    &path,
+                    Some(json!({ "displayName": name })),
+                )
+                .await
+        }
+    };
+    let name = groups[0]["displayName"].as_str().expect("name").to_owned();
+    tenant
+        .post(&format!("groups/{}/members", id(0)), json!({"id": id(1)}))
+        .await;
+    rename(2, "In Scope By Name").await;
+    let workspace = Workspace::new(&format!(
+        "{}\n[connections.scope]\ngroups = [\"{name}\", \"In Scope By Name\"]\ngroup_membership = \"transitive\"\n\
+         [connections.options]\non_out_of_scope = \"disable\"\n",
+        tenant.connection("contoso")
+    ));
+    let (first, code) = workspace.sync(&[]).await;
+    assert_eq!(code, 0, "{first}");
+    let created = count(&first, "created");
+    assert!(created > 0 && created < 1_000, "{first}");
+
+    tenant
+        .control(
+            reqwest::Method::DELETE,
+            &format!("groups/{}/members/{}", id(0), id(1)),
+            None,
+        )
+        .await;
+    rename(2, "Out Of Scope").await;
+    let (whole, _) = dry_run_plan(&workspace, "whole").await;
+    let (partial, settled) = dry_run_plan(&workspace, "").await;
+    assert!(settled > 0, "the read left no user out");
+    assert!(whole.contains("disable user"), "{whole}");
+    assert_eq!(partial, whole);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_throttled_sync_waits_as_told_and_reaches_the_same_state() {
     // 12 Graph pages; the emulator draws its 30 % from the seed, and this seed throttles several.
