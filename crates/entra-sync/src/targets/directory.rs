@@ -69,6 +69,74 @@ struct IdMaps {
     groups: HashMap<String, DirectoryId>,
 }
 
+/// One user's change: its attribute changes and, for a lifecycle step, its new status and
+/// reason.
+struct UserChange<'a> {
+    directory_id: DirectoryId,
+    entra_id: &'a str,
+    changes: &'a [FieldChange],
+    status: Option<(UserStatus, Option<&'a str>)>,
+}
+
+impl<'a> UserChange<'a> {
+    /// The change an update, restore, disable or soft-delete makes.
+    fn of(action: &'a Action) -> Option<UserChange<'a>> {
+        let (directory_id, entra_id, changes, status) = match action {
+            Action::UpdateUser {
+                directory_id,
+                entra_id,
+                changes,
+            } => (directory_id, entra_id, changes.as_slice(), None),
+            Action::RestoreUser {
+                directory_id,
+                entra_id,
+                changes,
+            } => (
+                directory_id,
+                entra_id,
+                changes.as_slice(),
+                Some((UserStatus::Active, None)),
+            ),
+            Action::DisableUser {
+                directory_id,
+                entra_id,
+                reason,
+            } => (
+                directory_id,
+                entra_id,
+                &[][..],
+                Some((UserStatus::Disabled, Some(reason.as_str()))),
+            ),
+            Action::SoftDeleteUser {
+                directory_id,
+                entra_id,
+                reason,
+            } => (
+                directory_id,
+                entra_id,
+                &[][..],
+                Some((UserStatus::SoftDeleted, Some(reason.as_str()))),
+            ),
+            _ => return None,
+        };
+        Some(UserChange {
+            directory_id: *directory_id,
+            entra_id,
+            changes,
+            status,
+        })
+    }
+}
+
+/// The columns of a user that `change_users` reads and writes.
+struct StoredUser {
+    entra_id: Option<String>,
+    attributes: Attributes,
+    status: String,
+    status_reason: Option<String>,
+    soft_deleted_at: Option<String>,
+}
+
 /// The directory users a partial read takes: see [`Directory::load_reach`].
 struct Reach<'a> {
     entra_ids: &'a [String],
@@ -426,6 +494,17 @@ impl Directory {
                     );
                     index = run_end;
                 }
+                Action::UpdateUser { .. }
+                | Action::RestoreUser { .. }
+                | Action::DisableUser { .. }
+                | Action::SoftDeleteUser { .. } => {
+                    let changes: Vec<UserChange> = actions[index..run_end]
+                        .iter()
+                        .filter_map(UserChange::of)
+                        .collect();
+                    outcomes.extend(self.change_users(transaction, &changes, &now).await?);
+                    index = run_end;
+                }
                 action => {
                     outcomes.push(self.apply_one(transaction, action, &now).await?);
                     index += 1;
@@ -645,8 +724,16 @@ impl Directory {
     ) -> Result<Outcome, StoreError> {
         let organization_id = self.organization_id;
         match action {
-            Action::CreateUser { .. } | Action::AddMembership { .. } | Action::SetDepartment { .. } => {
-                unreachable!("bulk kinds are applied by create_users, add_memberships and set_departments")
+            Action::CreateUser { .. }
+            | Action::AddMembership { .. }
+            | Action::SetDepartment { .. }
+            | Action::UpdateUser { .. }
+            | Action::RestoreUser { .. }
+            | Action::DisableUser { .. }
+            | Action::SoftDeleteUser { .. } => {
+                unreachable!(
+                    "bulk kinds are applied by create_users, add_memberships, set_departments and change_users"
+                )
             }
             Action::LinkUser {
                 directory_id,
@@ -670,61 +757,14 @@ impl Directory {
                 if let Ok(mut ids) = self.ids.lock() {
                     ids.users.insert(entra_id.clone(), *directory_id);
                 }
-                self.change_user(transaction, *directory_id, entra_id, changes, None, now)
-                    .await
-            }
-            Action::UpdateUser {
-                directory_id,
-                entra_id,
-                changes,
-            } => {
-                self.change_user(transaction, *directory_id, entra_id, changes, None, now)
-                    .await
-            }
-            Action::RestoreUser {
-                directory_id,
-                entra_id,
-                changes,
-            } => {
-                self.change_user(
-                    transaction,
-                    *directory_id,
+                let change = UserChange {
+                    directory_id: *directory_id,
                     entra_id,
                     changes,
-                    Some((UserStatus::Active, None)),
-                    now,
-                )
-                .await
-            }
-            Action::DisableUser {
-                directory_id,
-                entra_id,
-                reason,
-            } => {
-                self.change_user(
-                    transaction,
-                    *directory_id,
-                    entra_id,
-                    &[],
-                    Some((UserStatus::Disabled, Some(reason.as_str()))),
-                    now,
-                )
-                .await
-            }
-            Action::SoftDeleteUser {
-                directory_id,
-                entra_id,
-                reason,
-            } => {
-                self.change_user(
-                    transaction,
-                    *directory_id,
-                    entra_id,
-                    &[],
-                    Some((UserStatus::SoftDeleted, Some(reason.as_str()))),
-                    now,
-                )
-                .await
+                    status: None,
+                };
+                let outcomes = self.change_users(transaction, &[change], now).await?;
+                Ok(outcomes.into_iter().next().flatten())
             }
             Action::DeleteUser {
                 directory_id,
@@ -863,59 +903,104 @@ impl Directory {
     }
 
     /// Applies field changes and an optional new status to a user the sync owns.
-    async fn change_user(
+    /// Applies changes to users the sync owns: one read of their rows, then one statement that
+    /// writes them all. A user whose row is not linked to the action's Entra object is left as
+    /// it is and reported, as every qualified write is.
+    async fn change_users(
         &self,
         transaction: &mut Transaction<'_, Sqlite>,
-        directory_id: DirectoryId,
-        entra_id: &str,
-        changes: &[FieldChange],
-        status: Option<(UserStatus, Option<&str>)>,
+        changes: &[UserChange<'_>],
         now: &str,
-    ) -> Result<Outcome, StoreError> {
-        let row = sqlx::query("SELECT attributes, status, status_reason, soft_deleted_at FROM users WHERE id = ? AND organization_id = ? AND entra_id = ?")
-            .bind(directory_id)
-            .bind(self.organization_id)
-            .bind(entra_id)
-            .fetch_optional(&mut **transaction)
-            .await
-            .doing("reading a user")?;
-        let Some(row) = row else {
-            return Ok(not_owned(0, "user", directory_id));
-        };
-        let mut attributes: Attributes = decode_json(row.get::<&str, _>(0), "a user's attributes")?;
-        for change in changes {
-            match &change.after {
-                Some(value) => attributes.insert(change.field, value.clone()),
-                None => attributes.remove(&change.field),
-            };
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let ids: Vec<DirectoryId> = changes.iter().map(|change| change.directory_id).collect();
+        // `+organization_id`: a check on each row found by id, not an index to scan the
+        // organization's users by (SQLite would pick one).
+        let rows = sqlx::query(
+            "SELECT id, entra_id, attributes, status, status_reason, soft_deleted_at FROM users \
+             WHERE id IN (SELECT value FROM json_each(?)) AND +organization_id = ?",
+        )
+        .bind(serde_json::to_string(&ids).unwrap_or_default())
+        .bind(self.organization_id)
+        .fetch_all(&mut **transaction)
+        .await
+        .doing("reading users")?;
+        let mut current: HashMap<DirectoryId, StoredUser> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            current.insert(
+                row.get(0),
+                StoredUser {
+                    entra_id: row.get(1),
+                    attributes: decode_json(row.get::<&str, _>(2), "a user's attributes")?,
+                    status: row.get(3),
+                    status_reason: row.get(4),
+                    soft_deleted_at: row.get(5),
+                },
+            );
         }
-        // The retention period counts from the first soft-delete; any other status ends it.
-        let (status, reason, soft_deleted_at) = match status {
-            Some((UserStatus::SoftDeleted, reason)) => (
-                status_name(UserStatus::SoftDeleted).to_owned(),
-                reason.map(str::to_owned),
-                Some(row.get::<Option<String>, _>(3).unwrap_or_else(|| now.to_owned())),
-            ),
-            Some((status, reason)) => (status_name(status).to_owned(), reason.map(str::to_owned), None),
-            None => (
-                row.get::<String, _>(1),
-                row.get::<Option<String>, _>(2),
-                row.get::<Option<String>, _>(3),
-            ),
-        };
-        sqlx::query("UPDATE users SET attributes = ?, email_lower = ?, status = ?, status_reason = ?, soft_deleted_at = ?, updated_at = ? WHERE id = ? AND entra_id = ?")
-            .bind(serde_json::to_string(&attributes).unwrap_or_default())
-            .bind(email_lower(&attributes))
-            .bind(status)
-            .bind(reason)
-            .bind(soft_deleted_at)
+        let mut outcomes = Vec::with_capacity(changes.len());
+        let mut written: Vec<DirectoryId> = Vec::new();
+        for change in changes {
+            let Some(user) = current
+                .get_mut(&change.directory_id)
+                .filter(|user| user.entra_id.as_deref() == Some(change.entra_id))
+            else {
+                outcomes.push(not_owned(0, "user", change.directory_id));
+                continue;
+            };
+            for field in change.changes {
+                match &field.after {
+                    Some(value) => user.attributes.insert(field.field, value.clone()),
+                    None => user.attributes.remove(&field.field),
+                };
+            }
+            // The retention period counts from the first soft-delete; any other status ends it.
+            match change.status {
+                Some((UserStatus::SoftDeleted, reason)) => {
+                    user.status = status_name(UserStatus::SoftDeleted).to_owned();
+                    user.status_reason = reason.map(str::to_owned);
+                    user.soft_deleted_at.get_or_insert_with(|| now.to_owned());
+                }
+                Some((status, reason)) => {
+                    user.status = status_name(status).to_owned();
+                    user.status_reason = reason.map(str::to_owned);
+                    user.soft_deleted_at = None;
+                }
+                None => {}
+            }
+            if !written.contains(&change.directory_id) {
+                written.push(change.directory_id);
+            }
+            outcomes.push(None);
+        }
+        let rows: Vec<serde_json::Value> = written
+            .iter()
+            .filter_map(|id| {
+                let user = current.get(id)?;
+                Some(serde_json::json!({
+                    "id": id,
+                    "entra_id": user.entra_id,
+                    "attributes": serde_json::to_string(&user.attributes).unwrap_or_default(),
+                    "email_lower": email_lower(&user.attributes),
+                    "status": user.status,
+                    "status_reason": user.status_reason,
+                    "soft_deleted_at": user.soft_deleted_at,
+                }))
+            })
+            .collect();
+        if !rows.is_empty() {
+            sqlx::query(
+                "UPDATE users SET attributes = c.value ->> 'attributes', email_lower = c.value ->> 'email_lower', \
+                 status = c.value ->> 'status', status_reason = c.value ->> 'status_reason', \
+                 soft_deleted_at = c.value ->> 'soft_deleted_at', updated_at = ? \
+                 FROM json_each(?) c WHERE users.id = c.value ->> 'id' AND users.entra_id = c.value ->> 'entra_id'",
+            )
             .bind(now)
-            .bind(directory_id)
-            .bind(entra_id)
+            .bind(serde_json::Value::Array(rows).to_string())
             .execute(&mut **transaction)
             .await
-            .doing("updating a user")?;
-        Ok(None)
+            .doing("updating users")?;
+        }
+        Ok(outcomes)
     }
 }
 
@@ -1058,6 +1143,71 @@ mod tests {
         let state = directory.load().await.unwrap();
         assert_eq!(state.users[0].status, UserStatus::Active);
         assert!(state.users[0].attributes.is_empty());
+    }
+
+    /// Updates apply as one batch, each to its own user: a user whose row another Entra user is
+    /// linked to is reported and left as it is, the others change, their email index too.
+    #[tokio::test]
+    async fn a_batch_of_updates_changes_each_owned_user_and_no_other() {
+        let (_dir, _store, directory) = directory().await;
+        directory.load().await.unwrap();
+        let created = [
+            create("e1", "a@contoso.example"),
+            create("e2", "b@contoso.example"),
+            create("e3", "c@contoso.example"),
+        ];
+        directory.apply(&created, now()).await.unwrap();
+        let id = |entra_id: &str| directory.user_id(entra_id).unwrap();
+        let change = |field: Field, after: &str| FieldChange {
+            field,
+            before: None,
+            after: Some(after.into()),
+        };
+        let updates = [
+            Action::UpdateUser {
+                directory_id: id("e1"),
+                entra_id: "e1".into(),
+                changes: vec![change(Field::JobTitle, "Lead")],
+            },
+            Action::UpdateUser {
+                directory_id: id("e2"),
+                entra_id: "e3".into(),
+                changes: vec![change(Field::JobTitle, "Hacked")],
+            },
+            Action::UpdateUser {
+                directory_id: id("e3"),
+                entra_id: "e3".into(),
+                changes: vec![change(Field::Email, "C.New@Contoso.example")],
+            },
+        ];
+        let outcomes = directory.apply(&updates, now()).await.unwrap();
+        assert_eq!(outcomes[0], None);
+        assert!(
+            outcomes[1]
+                .as_deref()
+                .is_some_and(|o| o.contains("only changes what it owns")),
+            "{outcomes:?}"
+        );
+        assert_eq!(outcomes[2], None);
+        let state = directory.load().await.unwrap();
+        let user = |entra_id: &str| {
+            state
+                .users
+                .iter()
+                .find(|user| user.entra_id.as_deref() == Some(entra_id))
+                .unwrap()
+        };
+        assert_eq!(
+            user("e1").attributes.get(&Field::JobTitle).map(String::as_str),
+            Some("Lead")
+        );
+        assert_eq!(user("e2").attributes.get(&Field::JobTitle), None);
+        let email: Option<String> = sqlx::query_scalar("SELECT email_lower FROM users WHERE id = ?")
+            .bind(id("e3"))
+            .fetch_one(&directory.pool)
+            .await
+            .unwrap();
+        assert_eq!(email.as_deref(), Some("c.new@contoso.example"));
     }
 
     #[tokio::test]
