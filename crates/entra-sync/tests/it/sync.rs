@@ -31,6 +31,20 @@ fn user_ids(users: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// Moves `member` from one Entra group to another.
+async fn move_member(tenant: &Tenant, member: &str, from: &str, to: &str) {
+    tenant
+        .control(
+            reqwest::Method::DELETE,
+            &format!("groups/{from}/members/{member}"),
+            None,
+        )
+        .await;
+    tenant
+        .post(&format!("groups/{to}/members"), json!({"id": member}))
+        .await;
+}
+
 /// Groups that have at least one user among their direct members.
 async fn groups_with_user_members(tenant: &Tenant) -> usize {
     let users: BTreeSet<String> = user_ids(&tenant.users().await).into_iter().collect();
@@ -174,16 +188,7 @@ async fn b_one_delta_run_reports_exactly_the_changes_made_in_entra() {
         })
         .expect("a group to move people to");
     for (from, member) in &moves {
-        tenant
-            .control(
-                reqwest::Method::DELETE,
-                &format!("groups/{from}/members/{member}"),
-                None,
-            )
-            .await;
-        tenant
-            .post(&format!("groups/{target_group}/members"), json!({"id": member}))
-            .await;
+        move_member(&tenant, member, from, &target_group).await;
     }
     let deleted_edges: u64 = soft_deleted
         .iter()
@@ -302,16 +307,7 @@ async fn f_a_delta_run_plans_from_what_its_changes_reach_what_a_whole_read_plans
         .expect("a member to move")
         .to_owned();
     let (from, to) = (from["id"].as_str().expect("id"), to["id"].as_str().expect("id"));
-    tenant
-        .control(
-            reqwest::Method::DELETE,
-            &format!("groups/{from}/members/{member}"),
-            None,
-        )
-        .await;
-    tenant
-        .post(&format!("groups/{to}/members"), json!({"id": member}))
-        .await;
+    move_member(&tenant, &member, from, to).await;
 
     let (whole, whole_settled) = dry_run_plan(&workspace, "whole").await;
     let (partial, partial_settled) = dry_run_plan(&workspace, "").await;
