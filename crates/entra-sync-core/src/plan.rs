@@ -348,8 +348,9 @@ pub fn plan(source: &SourceSnapshot, target: &TargetState, policy: &Policy, now:
 /// After an incomplete read (a round stopped short) the plan only adds and updates: it holds no
 /// deprovision, purge, membership removal or deletion.
 ///
-/// A partial read ([`crate::target::Settled`]) gives the users a delta can reach; the plan is the whole read's
-/// plan: the users left out count as unchanged and keep their departments and memberships.
+/// A partial read ([`crate::target::Settled`]) gives the users a delta can reach; the plan is
+/// the whole read's plan: the users left out count as unchanged and keep their departments and
+/// memberships.
 ///
 /// Actions come in the order the executor needs them: departments and groups created, groups
 /// updated, users created, linked, updated, restored, disabled and soft-deleted, departments

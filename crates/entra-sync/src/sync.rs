@@ -28,11 +28,10 @@ use crate::targets::{Target, TargetError};
 /// The outcome recorded for the actions of a plan a guard stopped, until it is approved.
 const AWAITING_APPROVAL: &str = "not applied: awaiting approval";
 
-/// Users present in Entra according to the snapshot.
-fn present_users(snapshot: &SourceSnapshot) -> usize {
-    snapshot
-        .users
-        .values()
+/// How many of `users` are present in Entra.
+fn present_users<'a>(users: impl IntoIterator<Item = &'a EntraUser>) -> usize {
+    users
+        .into_iter()
         .filter(|user| user.presence == Presence::Present)
         .count()
 }
@@ -319,7 +318,7 @@ async fn execute(
     let (snapshot, target_state, users_read) = match fetched.full_snapshot {
         Some(mut snapshot) => {
             fold_groups(&mut snapshot, fetched.groups, &mut touched);
-            let users_read = present_users(&snapshot);
+            let users_read = present_users(snapshot.users.values());
             (snapshot, directory.load().await?, users_read)
         }
         None => {
@@ -361,7 +360,7 @@ async fn execute(
                     .last_good_users
                     .is_some_and(|users| fetched.users.len() <= users / PARTIAL_READ_SHARE)
                 && std::env::var(DELTA_READ_VAR).as_deref() != Ok("whole");
-            let read = if partial {
+            let (snapshot, target_state, users_read) = if partial {
                 read_reach(
                     store,
                     &directory,
@@ -385,16 +384,16 @@ async fn execute(
                 // Groups first: a user removed in the users round also leaves every group.
                 fold_groups(&mut snapshot, fetched.groups, &mut touched);
                 fold_users(&mut snapshot, fetched.users, &mut touched);
-                let users_read = present_users(&snapshot);
+                let users_read = present_users(snapshot.users.values());
                 (snapshot, target_state, users_read)
             };
             tracing::debug!(
                 elapsed_ms = phase.elapsed().as_millis() as u64,
-                users = read.1.users.len(),
-                settled = read.1.settled.linked_users,
+                users = target_state.users.len(),
+                settled = target_state.settled.linked_users,
                 "loaded the snapshot and the directory"
             );
-            read
+            (snapshot, target_state, users_read)
         }
     };
     let phase = Instant::now();
@@ -517,11 +516,12 @@ async fn read_reach(
     groups: Vec<GroupDelta>,
     touched: &mut Touched,
 ) -> Result<(SourceSnapshot, TargetState, usize), StoreError> {
-    let (stored_groups, soft_deleted, unlinked, present) = tokio::try_join!(
+    let (stored_groups, soft_deleted, unlinked, present, linked) = tokio::try_join!(
         store.load_source_groups(state.id),
         directory.soft_deleted_entra_ids(),
         store.unlinked_source_users(state.id, state.organization_id),
         store.present_source_users(state.id),
+        store.linked_user_count(state.organization_id),
     )?;
     let mut snapshot = SourceSnapshot {
         users: Default::default(),
@@ -578,13 +578,7 @@ async fn read_reach(
     reach.extend(unlinked);
     let ids: Vec<EntraId> = reach.iter().cloned().collect();
     let stored = store.load_source_users_of(state.id, &ids).await?;
-    let present_stored = |users: &[EntraUser]| {
-        users
-            .iter()
-            .filter(|user| user.presence == Presence::Present)
-            .count()
-    };
-    let mut present_before = present_stored(&stored);
+    let mut present_before = present_users(&stored);
     snapshot.users = stored.into_iter().map(|user| (user.id.clone(), user)).collect();
     fold_users(&mut snapshot, users, touched);
     let values: BTreeSet<String> = snapshot
@@ -594,7 +588,9 @@ async fn read_reach(
         .collect();
     let values: Vec<String> = values.into_iter().collect();
     let by_upn = policy.match_existing_by.contains(&MatchBy::Upn);
-    let target = directory.load_reach(&ids, &values, by_upn).await?;
+    let target = directory
+        .load_reach(&ids, &values, by_upn, linked as usize)
+        .await?;
     // A linked user found by a match key is planned with its Entra data, as every user read is.
     let found: Vec<EntraId> = target
         .users
@@ -604,12 +600,12 @@ async fn read_reach(
         .collect();
     if !found.is_empty() {
         let stored = store.load_source_users_of(state.id, &found).await?;
-        present_before += present_stored(&stored);
+        present_before += present_users(&stored);
         snapshot
             .users
             .extend(stored.into_iter().map(|user| (user.id.clone(), user)));
     }
-    let users_read = (present + present_users(&snapshot)).saturating_sub(present_before);
+    let users_read = (present + present_users(snapshot.users.values())).saturating_sub(present_before);
     Ok((snapshot, target, users_read))
 }
 

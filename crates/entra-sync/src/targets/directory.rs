@@ -231,12 +231,14 @@ impl Directory {
     /// membership: the users linked to `entra_ids` (the caller reads their snapshot rows), every
     /// user not linked yet, and every user whose email (or, with `by_upn`, UPN) is one of
     /// `match_values`, which a newcomer may match. The users left out are counted in `settled`
-    /// ([`entra_sync_core::target::Settled`]).
+    /// ([`entra_sync_core::target::Settled`]), out of the `linked_users` the directory links in
+    /// all (`Store::linked_user_count`).
     pub async fn load_reach(
         &self,
         entra_ids: &[String],
         match_values: &[String],
         by_upn: bool,
+        linked_users: usize,
     ) -> Result<TargetState, StoreError> {
         let reach = Reach {
             entra_ids,
@@ -244,15 +246,8 @@ impl Directory {
             by_upn,
         };
         let mut state = self.read_state(Some(&reach)).await?;
-        let linked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM users WHERE organization_id = ? AND entra_id IS NOT NULL",
-        )
-        .bind(self.organization_id)
-        .fetch_one(&self.pool)
-        .await
-        .doing("counting linked users")?;
         let read_linked = state.users.iter().filter(|user| user.entra_id.is_some()).count();
-        state.settled.linked_users = (linked as usize).saturating_sub(read_linked);
+        state.settled.linked_users = linked_users.saturating_sub(read_linked);
         let members: Vec<(DirectoryId, i64)> = sqlx::query_as(
             "SELECT d.id, (SELECT count(*) FROM users u WHERE u.department_id = d.id) FROM departments d \
              WHERE d.organization_id = ?",
@@ -1248,7 +1243,7 @@ mod tests {
     /// counted: linked users, department members and memberships.
     #[tokio::test]
     async fn a_partial_read_takes_the_users_reached_and_counts_the_rest() {
-        let (_dir, _store, directory) = directory().await;
+        let (_dir, store, directory) = directory().await;
         directory.load().await.unwrap();
         let mut in_sales = create("e2", "b@contoso.example");
         if let Action::CreateUser { department, .. } = &mut in_sales {
@@ -1291,7 +1286,8 @@ mod tests {
             "d.upn@contoso.example".to_owned(),
         ];
         let reached = ["e1".to_owned()];
-        let read = |by_upn| directory.load_reach(&reached, &values, by_upn);
+        let linked = store.linked_user_count(directory.organization_id).await.unwrap() as usize;
+        let read = |by_upn| directory.load_reach(&reached, &values, by_upn, linked);
 
         let state = read(false).await.unwrap();
         let mut ids: Vec<DirectoryId> = state.users.iter().map(|user| user.id).collect();
