@@ -20,7 +20,8 @@ use crate::config::{Connection, SecretSource};
 use crate::graph::{Credential, DeltaStart, GraphClient, GraphSettings};
 use crate::mail::Welcome;
 use crate::store::{
-    ConnectionState, DeltaLinks, PlanState, RunEnd, RunMark, SourceWrite, Store, StoreError, Trigger,
+    ConnectionState, DeltaLinks, PlanState, RunEnd, RunMark, SourceUsersWriter, SourceWrite, Store,
+    StoreError, Trigger,
 };
 use crate::targets::directory::Directory;
 use crate::targets::{Target, TargetError};
@@ -296,30 +297,52 @@ async fn execute(
     let policy_json = serde_json::to_string(&connection.policy).unwrap_or_default();
     let mut full = want_full;
     let phase = Instant::now();
-    let fetched = loop {
-        match fetch(client, state, full, progress).await {
-            Ok(fetched) => break fetched,
-            Err(error) if !full && error.is_delta_reset() => {
-                tracing::warn!(connection = %connection.name, %error, "delta links rejected; reading everything again");
-                summary.delta_reset = true;
-                full = true;
+    let directory = Directory::new(store.pool.clone(), state.organization_id)
+        .with_welcome(Welcome::for_connection(connection, Some(summary.run_id)));
+    let delta_reset = &mut summary.delta_reset;
+    let fetching = async {
+        loop {
+            // A full round stores its users as they arrive; a dry run advances nothing.
+            let writer = (full && !options.dry_run).then(|| SourceUsersWriter::start(store, state.id));
+            let fetched = fetch(client, state, full, writer.as_ref(), progress).await;
+            if let Some(writer) = writer {
+                writer.finish().await?;
             }
-            Err(error) => return Err(error.into()),
+            match fetched {
+                Ok(fetched) => return Ok::<_, RunError>(fetched),
+                Err(error) if !full && error.is_delta_reset() => {
+                    tracing::warn!(connection = %connection.name, %error, "delta links rejected; reading everything again");
+                    *delta_reset = true;
+                    full = true;
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
     };
+    // A full run plans against the whole directory: it is read while Graph is.
+    let preloading = async {
+        match want_full {
+            true => Some(directory.load().await),
+            false => None,
+        }
+    };
+    let (fetched, preloaded) = tokio::join!(fetching, preloading);
+    let fetched = fetched?;
     summary.mode = mode_name(full);
     tracing::debug!(
         elapsed_ms = phase.elapsed().as_millis() as u64,
         "fetched and folded the users round"
     );
-    let directory = Directory::new(store.pool.clone(), state.organization_id)
-        .with_welcome(Welcome::for_connection(connection, Some(summary.run_id)));
     let mut touched = Touched::default();
     let (snapshot, target_state, users_read) = match fetched.full_snapshot {
         Some(mut snapshot) => {
             fold_groups(&mut snapshot, fetched.groups, &mut touched);
             let users_read = present_users(snapshot.users.values());
-            (snapshot, directory.load().await?, users_read)
+            let target_state = match preloaded {
+                Some(loaded) => loaded?,
+                None => directory.load().await?,
+            };
+            (snapshot, target_state, users_read)
         }
         None => {
             let policy_changed = state.applied_policy.as_deref() != Some(policy_json.as_str());
@@ -448,6 +471,7 @@ async fn execute(
     let phase = Instant::now();
     summary.failed_actions = directory
         .apply_plan(&plan.actions, summary.run_id, |done| {
+            store.checkpoint_in_background();
             progress(ProgressEvent::Applied {
                 done: done as u64,
                 total,
@@ -460,7 +484,7 @@ async fn execute(
     );
     let phase = Instant::now();
     let write = if full {
-        SourceWrite::Replace
+        SourceWrite::WholeRead
     } else {
         SourceWrite::Touched(&touched)
     };
@@ -478,6 +502,7 @@ async fn execute(
             clock::now(),
         )
         .await?;
+    store.checkpoint_in_background();
     tracing::debug!(
         elapsed_ms = phase.elapsed().as_millis() as u64,
         "committed the snapshot and delta links"
@@ -630,6 +655,7 @@ async fn fetch(
     client: &GraphClient,
     state: &ConnectionState,
     full: bool,
+    writer: Option<&SourceUsersWriter>,
     progress: &(dyn Fn(ProgressEvent) + Sync),
 ) -> Result<Fetched, crate::graph::Error> {
     let start = |link: &Option<String>| match (full, link) {
@@ -644,7 +670,20 @@ async fn fetch(
     let users_round = client.users_delta(start(&state.users_delta_link), |page| {
         counters.add_users(page.len() as u64, progress);
         match &mut full_snapshot {
-            Some(snapshot) => fold_users(snapshot, page, &mut touched),
+            Some(snapshot) => {
+                let ids: Vec<EntraId> = writer
+                    .map(|_| page.iter().map(|entry| entry.id.clone()).collect())
+                    .unwrap_or_default();
+                fold_users(snapshot, page, &mut touched);
+                if let Some(writer) = writer {
+                    writer.write(
+                        ids.iter()
+                            .filter_map(|id| snapshot.users.get(id))
+                            .cloned()
+                            .collect(),
+                    );
+                }
+            }
             None => users.extend(page),
         }
     });
@@ -780,7 +819,11 @@ pub async fn approve(
         .and_then(|connection| Welcome::for_connection(connection, Some(run_id)));
     let directory = Directory::new(store.pool.clone(), stored.organization_id).with_welcome(welcome);
     directory.load().await?;
-    let failed_actions = directory.apply_plan(&stored.plan.actions, run_id, |_| {}).await?;
+    let failed_actions = directory
+        .apply_plan(&stored.plan.actions, run_id, |_| {
+            store.checkpoint_in_background();
+        })
+        .await?;
     store.mark_approved(run_id, clock::now()).await?;
     Ok(RunSummary {
         run_id,
