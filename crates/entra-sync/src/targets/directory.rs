@@ -27,7 +27,7 @@ use crate::{changes, clock};
 /// Actions per apply transaction unless `ENTRA_SYNC_APPLY_BATCH` says otherwise: large enough for
 /// throughput, small enough that a crash loses little work and progress moves. Each commit writes
 /// the index pages its batch touched to the WAL again: at 100k users, 20,000 took the full sync's
-/// apply from 2.5 to 2.2 s against 5,000 (BENCHMARKS.md, log row 21).
+/// apply from 2.5 to 2.2 s against 5,000 (BENCHMARKS.md, log row 22).
 const DEFAULT_APPLY_BATCH: usize = 20_000;
 
 /// The environment variable that sets the actions per apply transaction. Smaller batches move the
