@@ -28,8 +28,9 @@ pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    /// Folder for the embedded SQLite database (`entra-sync.db`); relative paths are relative to
-    /// the config file. Default `./data`.
+    /// Folder for the embedded SQLite database (`entra-sync.db`, with its write-ahead log
+    /// `entra-sync.db-wal` beside it); relative paths are relative to the config file. Default
+    /// `./data`.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
     /// The service's listener (used by `serve`).
