@@ -25,10 +25,12 @@ use crate::store::{
 use crate::{changes, clock};
 
 /// Actions per apply transaction unless `ENTRA_SYNC_APPLY_BATCH` says otherwise: large enough for
-/// throughput, small enough that a crash loses little work and progress moves. Each commit writes
-/// the index pages its batch touched to the WAL again: at 100k users, 20,000 took the full sync's
-/// apply from 2.5 to 2.2 s against 5,000 (BENCHMARKS.md, log row 22).
-const DEFAULT_APPLY_BATCH: usize = 20_000;
+/// throughput, small enough that a crash loses little work (a few seconds of it at a million
+/// users) and progress moves. Each commit writes every index page its batch touched to the WAL,
+/// and the checkpoint copies it again: new users' emails land all over their index, so a batch
+/// of a big first sync touches nearly all of it. At 1M users 100,000 wrote 8.8 GB where 20,000
+/// wrote 11 GB, with 6 s less system time (BENCHMARKS.md, log row 24).
+const DEFAULT_APPLY_BATCH: usize = 100_000;
 
 /// The environment variable that sets the actions per apply transaction. Smaller batches move the
 /// progress more often and leave a crash less to redo; larger ones write a first sync of a big
