@@ -11,7 +11,7 @@ use entra_sync_core::plan::Action;
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
-use crate::store::{Doing, ROWS_PER_INSERT, Store, StoreError, action_key, decode_json, timestamp};
+use crate::store::{Doing, Store, StoreError, action_key, decode_json, timestamp, write_in_chunks};
 use crate::targets::Outcome;
 
 /// What kind of directory object an action changes, and how.
@@ -57,34 +57,36 @@ pub(crate) async fn record(
         .filter(|(_, outcome)| outcome.is_none())
         .map(|(action, _)| action)
         .collect();
-    for chunk in applied.chunks(ROWS_PER_INSERT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO directory_changes (organization_id, object, change, entra_id, directory_id, detail, run_id, run_seq, at) ",
-        );
-        insert.push_values(chunk, |mut row, &(index, action)| {
-            let (object, change) = object_and_change(action);
-            let (_, entra_id, directory_id) = action_key(action);
-            let detail = match run {
-                Some(_) => String::new(),
-                None => serde_json::to_string(action).unwrap_or_default(),
-            };
-            row.push_bind(organization_id)
-                .push_bind(object)
-                .push_bind(change)
-                .push_bind(entra_id.map(str::to_owned))
-                .push_bind(directory_id.or_else(|| directory_id_of(action)))
-                .push_bind(detail)
-                .push_bind(run.map(|(run_id, _)| run_id))
-                .push_bind(run.map(|(_, first_seq)| (first_seq + index) as i64))
-                .push_bind(now.to_owned());
-        });
-        insert
-            .build()
-            .execute(&mut **transaction)
-            .await
-            .doing("recording directory changes")?;
-    }
-    Ok(())
+    write_in_chunks(
+        transaction,
+        &applied,
+        "recording directory changes",
+        |_, chunk| {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO directory_changes (organization_id, object, change, entra_id, directory_id, detail, run_id, run_seq, at) ",
+            );
+            insert.push_values(chunk, |mut row, &(index, action)| {
+                let (object, change) = object_and_change(action);
+                let (_, entra_id, directory_id) = action_key(action);
+                let detail = match run {
+                    Some(_) => String::new(),
+                    None => serde_json::to_string(action).unwrap_or_default(),
+                };
+                row.push_bind(organization_id)
+                    .push_bind(object)
+                    .push_bind(change)
+                    .push_bind(entra_id.map(str::to_owned))
+                    .push_bind(directory_id.or_else(|| directory_id_of(action)))
+                    .push_bind(detail)
+                    .push_bind(run.map(|(run_id, _)| run_id))
+                    .push_bind(run.map(|(_, first_seq)| (first_seq + index) as i64))
+                    .push_bind(now.to_owned());
+            });
+            insert
+        },
+        |_| {},
+    )
+    .await
 }
 
 /// Deletes the changes recorded before `cutoff`, with the run history's retention; returns how

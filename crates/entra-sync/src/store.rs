@@ -12,7 +12,10 @@ use entra_sync_core::fold::Touched;
 use entra_sync_core::model::{EntraGroup, EntraUser, SourceSnapshot};
 use entra_sync_core::plan::{Action, Conflict, Plan, PlanCounts};
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool};
 
 /// The schema, applied in order; `PRAGMA user_version` records how many have run.
@@ -583,24 +586,28 @@ impl Store {
     /// Records the conflicts a run put aside.
     pub async fn record_conflicts(&self, run_id: i64, conflicts: &[Conflict]) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.doing("recording conflicts")?;
-        let rows: Vec<(usize, &Conflict)> = conflicts.iter().enumerate().collect();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT OR REPLACE INTO run_conflicts (run_id, seq, entra_id, directory_id, reason) ",
-            );
-            insert.push_values(chunk, |mut row, (seq, conflict)| {
-                row.push_bind(run_id)
-                    .push_bind(*seq as i64)
-                    .push_bind(conflict.entra_id.clone())
-                    .push_bind(conflict.directory_id)
-                    .push_bind(conflict.reason.clone());
-            });
-            insert
-                .build()
-                .execute(&mut *transaction)
-                .await
-                .doing("recording conflicts")?;
-        }
+        write_in_chunks(
+            &mut transaction,
+            conflicts,
+            "recording conflicts",
+            |start, chunk| {
+                let mut insert = QueryBuilder::<Sqlite>::new(
+                    "INSERT OR REPLACE INTO run_conflicts (run_id, seq, entra_id, directory_id, reason) ",
+                );
+                let mut seq = start as i64;
+                insert.push_values(chunk, |mut row, conflict| {
+                    row.push_bind(run_id)
+                        .push_bind(seq)
+                        .push_bind(conflict.entra_id.clone())
+                        .push_bind(conflict.directory_id)
+                        .push_bind(conflict.reason.clone());
+                    seq += 1;
+                });
+                insert
+            },
+            |_| {},
+        )
+        .await?;
         transaction.commit().await.doing("recording conflicts")
     }
 
@@ -1166,6 +1173,44 @@ pub struct DeltaLinks {
     pub groups: Option<String>,
 }
 
+/// Runs one multi-row statement per `ROWS_PER_INSERT` items, `build` making the statement of
+/// the chunk that starts at the given index. Each statement is built while SQLite's thread runs
+/// the one before it, and the rows a statement returns go to `returned` while the next one
+/// runs: encoding the values (the JSON above all) had SQLite's thread wait for a fifth of a big
+/// apply.
+pub(crate) async fn write_in_chunks<'i, T>(
+    connection: &mut SqliteConnection,
+    items: &'i [T],
+    doing: &'static str,
+    mut build: impl FnMut(usize, &'i [T]) -> QueryBuilder<Sqlite>,
+    mut returned: impl FnMut(Vec<SqliteRow>),
+) -> Result<(), StoreError> {
+    let mut chunks = items.chunks(ROWS_PER_INSERT).enumerate();
+    let mut build_next = || {
+        chunks
+            .next()
+            .map(|(index, chunk)| build(index * ROWS_PER_INSERT, chunk))
+    };
+    let mut next = build_next();
+    let mut rows: Vec<SqliteRow> = Vec::new();
+    while let Some(mut statement) = next {
+        // `join!` polls the statement first, which hands it to SQLite's thread; the next one is
+        // built meanwhile.
+        let (result, following) = tokio::join!(statement.build().fetch_all(&mut *connection), async {
+            if !rows.is_empty() {
+                returned(std::mem::take(&mut rows));
+            }
+            build_next()
+        });
+        rows = result.doing(doing)?;
+        next = following;
+    }
+    if !rows.is_empty() {
+        returned(rows);
+    }
+    Ok(())
+}
+
 /// Writes a run's actions and outcomes in `transaction`, numbered from `first_seq`: the apply
 /// batch that executed them records them in the same commit.
 pub(crate) async fn insert_actions(
@@ -1175,32 +1220,32 @@ pub(crate) async fn insert_actions(
     actions: &[Action],
     outcomes: &[Option<String>],
 ) -> Result<(), StoreError> {
-    let mut seq = first_seq as i64;
-    for (actions, outcomes) in actions
-        .chunks(ROWS_PER_INSERT)
-        .zip(outcomes.chunks(ROWS_PER_INSERT))
-    {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT OR REPLACE INTO run_actions (run_id, seq, kind, entra_id, directory_id, detail, outcome) ",
-        );
-        insert.push_values(actions.iter().zip(outcomes), |mut row, (action, outcome)| {
-            let (kind, entra_id, directory_id) = action_key(action);
-            row.push_bind(run_id)
-                .push_bind(seq)
-                .push_bind(kind)
-                .push_bind(entra_id.map(str::to_owned))
-                .push_bind(directory_id)
-                .push_bind(serde_json::to_string(action).unwrap_or_default())
-                .push_bind(outcome.clone());
-            seq += 1;
-        });
-        insert
-            .build()
-            .execute(&mut **transaction)
-            .await
-            .doing("recording the run's actions")?;
-    }
-    Ok(())
+    let recorded: Vec<(&Action, &Option<String>)> = actions.iter().zip(outcomes).collect();
+    write_in_chunks(
+        transaction,
+        &recorded,
+        "recording the run's actions",
+        |start, chunk| {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO run_actions (run_id, seq, kind, entra_id, directory_id, detail, outcome) ",
+            );
+            let mut seq = (first_seq + start) as i64;
+            insert.push_values(chunk, |mut row, &(action, outcome)| {
+                let (kind, entra_id, directory_id) = action_key(action);
+                row.push_bind(run_id)
+                    .push_bind(seq)
+                    .push_bind(kind)
+                    .push_bind(entra_id.map(str::to_owned))
+                    .push_bind(directory_id)
+                    .push_bind(serde_json::to_string(action).unwrap_or_default())
+                    .push_bind(outcome.clone());
+                seq += 1;
+            });
+            insert
+        },
+        |_| {},
+    )
+    .await
 }
 
 async fn upsert_source_rows<T: Serialize + HasEntraId>(
@@ -1209,22 +1254,24 @@ async fn upsert_source_rows<T: Serialize + HasEntraId>(
     connection_id: i64,
     rows: &[&T],
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(format!(
-            "INSERT OR REPLACE INTO {table} (connection_id, entra_id, data) "
-        ));
-        insert.push_values(chunk, |mut row, object| {
-            row.push_bind(connection_id)
-                .push_bind(object.entra_id().to_owned())
-                .push_bind(serde_json::to_string(object).unwrap_or_default());
-        });
-        insert
-            .build()
-            .execute(&mut **transaction)
-            .await
-            .doing("saving the source snapshot")?;
-    }
-    Ok(())
+    write_in_chunks(
+        transaction,
+        rows,
+        "saving the source snapshot",
+        |_, chunk| {
+            let mut insert = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT OR REPLACE INTO {table} (connection_id, entra_id, data) "
+            ));
+            insert.push_values(chunk, |mut row, object| {
+                row.push_bind(connection_id)
+                    .push_bind(object.entra_id().to_owned())
+                    .push_bind(serde_json::to_string(object).unwrap_or_default());
+            });
+            insert
+        },
+        |_| {},
+    )
+    .await
 }
 
 /// Snapshot objects keyed by their Entra id.

@@ -15,12 +15,14 @@ use entra_sync_core::plan::{Action, FieldChange};
 use entra_sync_core::target::{
     DirectoryDepartment, DirectoryGroup, DirectoryId, DirectoryUser, TargetState, UserStatus,
 };
+use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{Outcome, Target, TargetError};
 use crate::mail::Welcome;
 use crate::store::{
     Doing, ROWS_PER_INSERT, ROWS_PER_READ, StoreError, decode_json, decode_lines, insert_actions, timestamp,
+    write_in_chunks,
 };
 use crate::{changes, clock};
 
@@ -469,8 +471,7 @@ impl Directory {
             let run_end = actions[index..]
                 .iter()
                 .position(|action| std::mem::discriminant(action) != std::mem::discriminant(&actions[index]))
-                .map_or(actions.len(), |offset| index + offset)
-                .min(index + ROWS_PER_INSERT);
+                .map_or(actions.len(), |offset| index + offset);
             match &actions[index] {
                 Action::CreateUser { .. } => {
                     outcomes.extend(
@@ -504,11 +505,10 @@ impl Directory {
                 | Action::RestoreUser { .. }
                 | Action::DisableUser { .. }
                 | Action::SoftDeleteUser { .. } => {
-                    let changes: Vec<UserChange> = actions[index..run_end]
-                        .iter()
-                        .filter_map(UserChange::of)
-                        .collect();
-                    outcomes.extend(self.change_users(transaction, &changes, &now).await?);
+                    for chunk in actions[index..run_end].chunks(ROWS_PER_INSERT) {
+                        let changes: Vec<UserChange> = chunk.iter().filter_map(UserChange::of).collect();
+                        outcomes.extend(self.change_users(transaction, &changes, &now).await?);
+                    }
                     index = run_end;
                 }
                 action => {
@@ -566,51 +566,63 @@ impl Directory {
                 department_ids = self.department_ids(transaction).await?;
             }
         }
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO users (organization_id, entra_id, email_lower, attributes, status, status_reason, department_id, created_at, updated_at) ",
-        );
-        insert.push_values(actions, |mut row, action| {
-            if let Action::CreateUser {
-                entra_id,
-                attributes,
-                status,
-                status_reason,
-                department,
-            } = action
-            {
-                let department_id = department
-                    .as_ref()
-                    .and_then(|name| department_ids.get(&name.to_lowercase()).copied());
-                row.push_bind(self.organization_id)
-                    .push_bind(entra_id.clone())
-                    .push_bind(email_lower(attributes))
-                    .push_bind(serde_json::to_string(attributes).unwrap_or_default())
-                    .push_bind(status_name(*status))
-                    .push_bind(status_reason.clone())
-                    .push_bind(department_id)
-                    .push_bind(now.to_owned())
-                    .push_bind(now.to_owned());
-            }
-        });
-        // A re-run after a crash may find the user already there: converge instead of failing.
-        // Its department stays unless this plan names one.
-        insert.push(
-            " ON CONFLICT (organization_id, entra_id) DO UPDATE SET email_lower = excluded.email_lower, \
-             attributes = excluded.attributes, status = excluded.status, status_reason = excluded.status_reason, \
-             department_id = coalesce(excluded.department_id, users.department_id), \
-             updated_at = excluded.updated_at RETURNING id, entra_id",
-        );
-        let rows = insert
-            .build()
-            .fetch_all(&mut **transaction)
-            .await
-            .doing("creating users")?;
+        let build = |_, chunk: &[Action]| {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO users (organization_id, entra_id, email_lower, attributes, status, status_reason, department_id, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, action| {
+                if let Action::CreateUser {
+                    entra_id,
+                    attributes,
+                    status,
+                    status_reason,
+                    department,
+                } = action
+                {
+                    let department_id = department
+                        .as_ref()
+                        .and_then(|name| department_ids.get(&name.to_lowercase()).copied());
+                    row.push_bind(self.organization_id)
+                        .push_bind(entra_id.clone())
+                        .push_bind(email_lower(attributes))
+                        .push_bind(serde_json::to_string(attributes).unwrap_or_default())
+                        .push_bind(status_name(*status))
+                        .push_bind(status_reason.clone())
+                        .push_bind(department_id)
+                        .push_bind(now.to_owned())
+                        .push_bind(now.to_owned());
+                }
+            });
+            // A re-run after a crash may find the user already there: converge instead of
+            // failing. Its department stays unless this plan names one.
+            insert.push(
+                " ON CONFLICT (organization_id, entra_id) DO UPDATE SET email_lower = excluded.email_lower, \
+                 attributes = excluded.attributes, status = excluded.status, status_reason = excluded.status_reason, \
+                 department_id = coalesce(excluded.department_id, users.department_id), \
+                 updated_at = excluded.updated_at RETURNING id, entra_id",
+            );
+            insert
+        };
+        write_in_chunks(transaction, actions, "creating users", build, |rows| {
+            self.remember_ids(rows, |ids| &mut ids.users)
+        })
+        .await?;
+        Ok(vec![None; actions.len()])
+    }
+
+    /// Remembers the directory ids that rows of (id, Entra id) give, so that later actions in the
+    /// run find the users or groups just created.
+    fn remember_ids(
+        &self,
+        rows: Vec<SqliteRow>,
+        map: impl Fn(&mut IdMaps) -> &mut HashMap<String, DirectoryId>,
+    ) {
         if let Ok(mut ids) = self.ids.lock() {
+            let ids = map(&mut ids);
             for row in rows {
-                ids.users.insert(row.get(1), row.get(0));
+                ids.insert(row.get(1), row.get(0));
             }
         }
-        Ok(vec![None; actions.len()])
     }
 
     /// Creates groups with one multi-row statement (a first sync of 20,000 groups made 20,000
@@ -622,38 +634,35 @@ impl Directory {
         actions: &[Action],
         now: &str,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO groups (organization_id, entra_id, name, description, created_at, updated_at) ",
-        );
-        insert.push_values(actions, |mut row, action| {
-            if let Action::CreateGroup {
-                entra_id,
-                name,
-                description,
-            } = action
-            {
-                row.push_bind(self.organization_id)
-                    .push_bind(entra_id.clone())
-                    .push_bind(name.clone())
-                    .push_bind(description.clone())
-                    .push_bind(now.to_owned())
-                    .push_bind(now.to_owned());
-            }
-        });
-        insert.push(
-            " ON CONFLICT (organization_id, entra_id) DO UPDATE SET name = excluded.name, \
-             description = excluded.description, updated_at = excluded.updated_at RETURNING id, entra_id",
-        );
-        let rows = insert
-            .build()
-            .fetch_all(&mut **transaction)
-            .await
-            .doing("creating groups")?;
-        if let Ok(mut ids) = self.ids.lock() {
-            for row in rows {
-                ids.groups.insert(row.get(1), row.get(0));
-            }
-        }
+        let build = |_, chunk: &[Action]| {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO groups (organization_id, entra_id, name, description, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, action| {
+                if let Action::CreateGroup {
+                    entra_id,
+                    name,
+                    description,
+                } = action
+                {
+                    row.push_bind(self.organization_id)
+                        .push_bind(entra_id.clone())
+                        .push_bind(name.clone())
+                        .push_bind(description.clone())
+                        .push_bind(now.to_owned())
+                        .push_bind(now.to_owned());
+                }
+            });
+            insert.push(
+                " ON CONFLICT (organization_id, entra_id) DO UPDATE SET name = excluded.name, \
+                 description = excluded.description, updated_at = excluded.updated_at RETURNING id, entra_id",
+            );
+            insert
+        };
+        write_in_chunks(transaction, actions, "creating groups", build, |rows| {
+            self.remember_ids(rows, |ids| &mut ids.groups)
+        })
+        .await?;
         Ok(vec![None; actions.len()])
     }
 
@@ -710,19 +719,16 @@ impl Directory {
                 }
             }
         }
-        if !pairs.is_empty() {
+        let build = |_, chunk: &[(DirectoryId, DirectoryId)]| {
             let mut insert =
                 QueryBuilder::<Sqlite>::new("INSERT INTO memberships (group_id, user_id, managed_by_sync) ");
-            insert.push_values(&pairs, |mut row, (group_id, user_id)| {
+            insert.push_values(chunk, |mut row, (group_id, user_id)| {
                 row.push_bind(*group_id).push_bind(*user_id).push_bind(1);
             });
             insert.push(" ON CONFLICT (group_id, user_id) DO UPDATE SET managed_by_sync = 1");
             insert
-                .build()
-                .execute(&mut **transaction)
-                .await
-                .doing("adding memberships")?;
-        }
+        };
+        write_in_chunks(transaction, &pairs, "adding memberships", build, |_| {}).await?;
         Ok(outcomes)
     }
 
@@ -735,26 +741,28 @@ impl Directory {
         actions: &[Action],
         now: &str,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let mut update = QueryBuilder::<Sqlite>::new("WITH wanted (entra_id, name_lower) AS (");
-        update.push_values(actions, |mut row, action| {
-            if let Action::SetDepartment { user, department } = action {
-                row.push_bind(user.clone())
-                    .push_bind(department.as_deref().map(str::to_lowercase));
-            }
-        });
-        update.push(") UPDATE users SET department_id = d.id, updated_at = ");
-        update.push_bind(now.to_owned());
-        update.push(" FROM wanted LEFT JOIN departments d ON d.organization_id = ");
-        update.push_bind(self.organization_id);
-        update.push(" AND d.name_lower = wanted.name_lower WHERE users.organization_id = ");
-        update.push_bind(self.organization_id);
-        update.push(" AND users.entra_id = wanted.entra_id RETURNING users.entra_id");
-        let rows = update
-            .build()
-            .fetch_all(&mut **transaction)
-            .await
-            .doing("assigning departments")?;
-        let assigned: HashSet<String> = rows.iter().map(|row| row.get(0)).collect();
+        let build = |_, chunk: &[Action]| {
+            let mut update = QueryBuilder::<Sqlite>::new("WITH wanted (entra_id, name_lower) AS (");
+            update.push_values(chunk, |mut row, action| {
+                if let Action::SetDepartment { user, department } = action {
+                    row.push_bind(user.clone())
+                        .push_bind(department.as_deref().map(str::to_lowercase));
+                }
+            });
+            update.push(") UPDATE users SET department_id = d.id, updated_at = ");
+            update.push_bind(now.to_owned());
+            update.push(" FROM wanted LEFT JOIN departments d ON d.organization_id = ");
+            update.push_bind(self.organization_id);
+            update.push(" AND d.name_lower = wanted.name_lower WHERE users.organization_id = ");
+            update.push_bind(self.organization_id);
+            update.push(" AND users.entra_id = wanted.entra_id RETURNING users.entra_id");
+            update
+        };
+        let mut assigned: HashSet<String> = HashSet::new();
+        write_in_chunks(transaction, actions, "assigning departments", build, |rows| {
+            assigned.extend(rows.iter().map(|row| row.get::<String, _>(0)))
+        })
+        .await?;
         Ok(actions
             .iter()
             .map(|action| match action {
@@ -1178,6 +1186,70 @@ mod tests {
             state.memberships.into_iter().collect::<Vec<_>>(),
             [("g2".to_owned(), "e1".to_owned())]
         );
+    }
+
+    /// A run of one kind longer than a statement holds goes through several statements, each
+    /// built while the one before runs: every user is created, every membership and department
+    /// assignment finds its user whichever statement created it, and the history numbers the
+    /// actions in the plan's order.
+    #[tokio::test]
+    async fn runs_longer_than_one_statement_apply_every_action_and_record_them_in_order() {
+        let (_dir, store, directory) = directory().await;
+        directory.load().await.unwrap();
+        let run = store
+            .begin_run(1, crate::store::Trigger::Manual, "full", now())
+            .await
+            .unwrap();
+        let users = 2 * ROWS_PER_INSERT + 1;
+        let entra_ids: Vec<String> = (0..users).map(|n| format!("e{n:05}")).collect();
+        let mut actions: Vec<Action> = entra_ids
+            .iter()
+            .map(|id| create(id, &format!("{id}@contoso.example")))
+            .collect();
+        actions.push(Action::CreateDepartment {
+            name: "Support".into(),
+        });
+        actions.push(Action::CreateGroup {
+            entra_id: "g1".into(),
+            name: "Everyone".into(),
+            description: None,
+        });
+        actions.extend(entra_ids.iter().map(|id| Action::AddMembership {
+            group: "g1".into(),
+            user: id.clone(),
+        }));
+        actions.extend(entra_ids.iter().map(|id| Action::SetDepartment {
+            user: id.clone(),
+            department: Some("Support".into()),
+        }));
+        let failed = directory.apply_plan(&actions, run, |_| {}).await.unwrap();
+        assert_eq!(failed, 0);
+        let state = directory.load().await.unwrap();
+        assert_eq!(state.users.len(), users);
+        assert_eq!(state.memberships.len(), users);
+        let support = state
+            .departments
+            .iter()
+            .find(|d| d.name == "Support")
+            .map(|d| d.id);
+        assert!(support.is_some());
+        assert!(state.users.iter().all(|user| user.department == support));
+        let recorded: Vec<(i64, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT seq, kind, entra_id, outcome FROM run_actions WHERE run_id = ? ORDER BY seq",
+        )
+        .bind(run)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let planned: Vec<(i64, String, Option<String>, Option<String>)> = actions
+            .iter()
+            .enumerate()
+            .map(|(seq, action)| {
+                let (kind, entra_id, _) = crate::store::action_key(action);
+                (seq as i64, kind.to_owned(), entra_id.map(str::to_owned), None)
+            })
+            .collect();
+        assert_eq!(recorded, planned);
     }
 
     #[tokio::test]
