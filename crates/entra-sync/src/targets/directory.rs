@@ -69,10 +69,12 @@ pub struct Directory {
     welcome: Option<Welcome>,
 }
 
+/// Directory ids by Entra id, with foldhash's fast hash: a big first sync looks every new user
+/// up here for its memberships and its change-feed row.
 #[derive(Default)]
 struct IdMaps {
-    users: HashMap<String, DirectoryId>,
-    groups: HashMap<String, DirectoryId>,
+    users: foldhash::HashMap<String, DirectoryId>,
+    groups: foldhash::HashMap<String, DirectoryId>,
 }
 
 /// One user's change: its attribute changes and, for a lifecycle step, its new status and
@@ -615,7 +617,7 @@ impl Directory {
     fn remember_ids(
         &self,
         rows: Vec<SqliteRow>,
-        map: impl Fn(&mut IdMaps) -> &mut HashMap<String, DirectoryId>,
+        map: impl Fn(&mut IdMaps) -> &mut foldhash::HashMap<String, DirectoryId>,
     ) {
         if let Ok(mut ids) = self.ids.lock() {
             let ids = map(&mut ids);
