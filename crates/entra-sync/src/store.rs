@@ -1145,13 +1145,19 @@ impl SourceUsersWriter {
         let _ = self.pages.send(users);
     }
 
-    /// Waits until every queued user is stored.
+    /// Waits until every queued user is stored. A panic of the writing task carries on here,
+    /// with its own message.
     pub(crate) async fn finish(self) -> Result<(), StoreError> {
         drop(self.pages);
-        self.task.await.map_err(|_| StoreError {
-            doing: "saving the source snapshot",
-            source: sqlx::Error::WorkerCrashed,
-        })?
+        match self.task.await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled: only when the runtime shuts down under the run.
+            Err(_) => Err(StoreError {
+                doing: "saving the source snapshot",
+                source: sqlx::Error::WorkerCrashed,
+            }),
+        }
     }
 }
 
