@@ -688,8 +688,8 @@ mod tests {
         let now = crate::clock::now();
         let state = store.connection_state("contoso", "contoso", now).await.unwrap();
         let welcome = Welcome::for_connection(&connection(25), Some(7));
-        let directory = crate::targets::directory::Directory::new(store.pool(), state.organization_id)
-            .with_welcome(welcome);
+        let directory =
+            crate::targets::directory::Directory::new(&store, state.organization_id).with_welcome(welcome);
         directory.load().await.unwrap();
         let actions = [
             create("e1", Some("ada@contoso.example"), UserStatus::Active),
@@ -719,7 +719,7 @@ mod tests {
             .unwrap()
             .port();
         let connection = connection(port);
-        let directory = crate::targets::directory::Directory::new(store.pool(), state.organization_id)
+        let directory = crate::targets::directory::Directory::new(&store, state.organization_id)
             .with_welcome(Welcome::for_connection(&connection, None));
         directory.load().await.unwrap();
         let actions = [

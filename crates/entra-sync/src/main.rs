@@ -527,7 +527,7 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         )
         .await?;
     let snapshot = store.load_snapshot(state.id).await?;
-    let directory = entra_sync::targets::directory::Directory::new(store.pool(), state.organization_id);
+    let directory = entra_sync::targets::directory::Directory::new(&store, state.organization_id);
     let target = entra_sync::targets::Target::load(&directory).await?;
     let user = match entra_sync_core::explain::find_users(&snapshot, &args.user).as_slice() {
         [user] => *user,

@@ -297,7 +297,7 @@ async fn execute(
     let policy_json = serde_json::to_string(&connection.policy).unwrap_or_default();
     let mut full = want_full;
     let phase = Instant::now();
-    let directory = Directory::new(store.pool.clone(), state.organization_id)
+    let directory = Directory::new(store, state.organization_id)
         .with_welcome(Welcome::for_connection(connection, Some(summary.run_id)));
     let delta_reset = &mut summary.delta_reset;
     let fetching = async {
@@ -471,7 +471,6 @@ async fn execute(
     let phase = Instant::now();
     summary.failed_actions = directory
         .apply_plan(&plan.actions, summary.run_id, |done| {
-            store.checkpoint_in_background();
             progress(ProgressEvent::Applied {
                 done: done as u64,
                 total,
@@ -817,13 +816,9 @@ pub async fn approve(
         .iter()
         .find(|connection| connection.name == stored.connection)
         .and_then(|connection| Welcome::for_connection(connection, Some(run_id)));
-    let directory = Directory::new(store.pool.clone(), stored.organization_id).with_welcome(welcome);
+    let directory = Directory::new(store, stored.organization_id).with_welcome(welcome);
     directory.load().await?;
-    let failed_actions = directory
-        .apply_plan(&stored.plan.actions, run_id, |_| {
-            store.checkpoint_in_background();
-        })
-        .await?;
+    let failed_actions = directory.apply_plan(&stored.plan.actions, run_id, |_| {}).await?;
     store.mark_approved(run_id, clock::now()).await?;
     Ok(RunSummary {
         run_id,

@@ -183,7 +183,7 @@ async fn pull(
         }
     };
     // A user a one-user or one-group sync creates is welcomed like any other the sync creates.
-    let directory = Directory::new(store.pool(), state.organization_id)
+    let directory = Directory::new(store, state.organization_id)
         .with_welcome(Welcome::for_connection(connection, Some(summary.run_id)));
     let target = directory.load().await?;
     let plan = narrow(

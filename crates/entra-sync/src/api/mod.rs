@@ -565,7 +565,7 @@ async fn explain_user(
             ),
         ));
     };
-    let directory = Directory::new(state.store.pool(), sync_state.organization_id);
+    let directory = Directory::new(&state.store, sync_state.organization_id);
     let target = directory.load().await.map_err(ApiError::internal)?;
     let explanation = explain::explain(entra_user, &snapshot, &target, &connection.policy);
     let actions: Vec<Value> = state

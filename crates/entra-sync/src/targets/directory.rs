@@ -16,13 +16,13 @@ use entra_sync_core::target::{
     DirectoryDepartment, DirectoryGroup, DirectoryId, DirectoryUser, TargetState, UserStatus,
 };
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::{Outcome, Target, TargetError};
 use crate::mail::Welcome;
 use crate::store::{
-    Doing, ROWS_PER_INSERT, ROWS_PER_READ, StoreError, decode_json, decode_lines, insert_actions, timestamp,
-    write_in_chunks,
+    Doing, ROWS_PER_INSERT, ROWS_PER_READ, Store, StoreError, decode_json, decode_lines, insert_actions,
+    timestamp, write_in_chunks,
 };
 use crate::{changes, clock};
 
@@ -61,7 +61,8 @@ fn apply_batch() -> usize {
 
 /// The directory of one organization.
 pub struct Directory {
-    pool: SqlitePool,
+    /// The database, whose WAL each applied batch has copied back in the background.
+    store: Store,
     organization_id: i64,
     /// Entra id to directory id, kept across batches so memberships find users created earlier.
     ids: Mutex<IdMaps>,
@@ -196,9 +197,9 @@ fn target_error(source: StoreError) -> TargetError {
 
 impl Directory {
     /// The directory of the organization with this id.
-    pub fn new(pool: SqlitePool, organization_id: i64) -> Directory {
+    pub fn new(store: &Store, organization_id: i64) -> Directory {
         Directory {
-            pool,
+            store: store.clone(),
             organization_id,
             ids: Mutex::new(IdMaps::default()),
             welcome: None,
@@ -217,7 +218,8 @@ impl Directory {
     /// between (the welcome sender, the run's record) would then fail the batch's first write
     /// with SQLITE_BUSY_SNAPSHOT, which no busy timeout can wait out.
     async fn begin_batch(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
+        self.store
+            .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .doing("applying a batch")
@@ -261,7 +263,7 @@ impl Directory {
              WHERE d.organization_id = ?",
         )
         .bind(self.organization_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await
         .doing("counting department members")?;
         let mut members: BTreeMap<DirectoryId, usize> = members
@@ -282,7 +284,7 @@ impl Directory {
              WHERE g.organization_id = ? AND m.managed_by_sync = 1 AND g.entra_id IS NOT NULL",
         )
         .bind(self.organization_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.store.pool)
         .await
         .doing("counting memberships")?;
         state.settled.memberships = (memberships as usize).saturating_sub(state.memberships.len());
@@ -295,7 +297,7 @@ impl Directory {
             "SELECT entra_id FROM users WHERE organization_id = ? AND status = 'soft_deleted' AND entra_id IS NOT NULL",
         )
         .bind(self.organization_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await
         .doing("finding soft-deleted users")
     }
@@ -336,7 +338,7 @@ impl Directory {
                 .bind(serde_json::to_string(reach.entra_ids).unwrap_or_default())
                 .bind(serde_json::to_string(reach.match_values).unwrap_or_default());
         }
-        let chunks = query.fetch(&self.pool);
+        let chunks = query.fetch(&self.store.pool);
         let rows: Vec<UserRow> = decode_lines(chunks, "loading directory users", "a directory user").await?;
         for row in rows {
             let user = DirectoryUser {
@@ -359,7 +361,7 @@ impl Directory {
         let rows =
             sqlx::query("SELECT id, entra_id, name, description FROM groups WHERE organization_id = ?")
                 .bind(self.organization_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.store.pool)
                 .await
                 .doing("loading directory groups")?;
         for row in rows {
@@ -378,7 +380,7 @@ impl Directory {
             "SELECT id, name, created_by_sync FROM departments WHERE organization_id = ? ORDER BY id",
         )
         .bind(self.organization_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await
         .doing("loading departments")?;
         for row in rows {
@@ -408,7 +410,7 @@ impl Directory {
         };
         let rows = query
             .bind(self.organization_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.store.pool)
             .await
             .doing("loading memberships")?;
         for row in rows {
@@ -451,6 +453,8 @@ impl Directory {
             }
             .await
             .map_err(target_error)?;
+            // The next batch goes on while another connection copies this one into the database.
+            self.store.checkpoint_in_background();
             failed += outcomes.iter().filter(|outcome| outcome.is_some()).count();
             done += batch.len();
             applied(done);
@@ -1077,7 +1081,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let state = store.connection_state("contoso", "Contoso", now()).await.unwrap();
-        let directory = Directory::new(store.pool.clone(), state.organization_id);
+        let directory = Directory::new(&store, state.organization_id);
         (dir, store, directory)
     }
 
@@ -1103,7 +1107,7 @@ mod tests {
         )
         .bind(directory.organization_id)
         .bind(email)
-        .fetch_one(&directory.pool)
+        .fetch_one(&directory.store.pool)
         .await
         .unwrap()
     }
@@ -1117,7 +1121,7 @@ mod tests {
         let mut batch = directory.begin_batch().await.unwrap();
         let departments = directory.department_ids(&mut batch).await.unwrap();
         assert!(departments.is_empty());
-        let pool = directory.pool.clone();
+        let pool = directory.store.pool.clone();
         let organization_id = directory.organization_id;
         let other = tokio::spawn(async move {
             sqlx::query(
@@ -1254,6 +1258,33 @@ mod tests {
         assert_eq!(recorded, planned);
     }
 
+    /// Each applied batch is copied from the WAL into the database in the background, so a run
+    /// never leaves its writes to SQLite's own checkpoint inside a later commit.
+    #[tokio::test]
+    async fn an_applied_batch_is_copied_into_the_database_in_the_background() {
+        let (dir, store, directory) = directory().await;
+        directory.load().await.unwrap();
+        let run = store
+            .begin_run(1, crate::store::Trigger::Manual, "full", now())
+            .await
+            .unwrap();
+        let database_bytes = || std::fs::metadata(dir.path().join("entra-sync.db")).unwrap().len();
+        let before = database_bytes();
+        let actions: Vec<Action> = (0..2_000)
+            .map(|n| create(&format!("e{n:05}"), &format!("user{n}@contoso.example")))
+            .collect();
+        directory.apply_plan(&actions, run, |_| {}).await.unwrap();
+        // About 1 MB of users, history and changes: far under SQLite's own threshold.
+        let copied = async {
+            while database_bytes() < before + 500_000 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), copied)
+            .await
+            .expect("the batch reached the database file");
+    }
+
     #[tokio::test]
     async fn a_user_the_sync_does_not_own_is_never_disabled_or_changed() {
         let (_dir, _store, directory) = directory().await;
@@ -1345,7 +1376,7 @@ mod tests {
         assert_eq!(user("e2").attributes.get(&Field::JobTitle), None);
         let email: Option<String> = sqlx::query_scalar("SELECT email_lower FROM users WHERE id = ?")
             .bind(id("e3"))
-            .fetch_one(&directory.pool)
+            .fetch_one(&directory.store.pool)
             .await
             .unwrap();
         assert_eq!(email.as_deref(), Some("c.new@contoso.example"));
@@ -1495,7 +1526,7 @@ mod tests {
         assert_eq!(state.memberships.len(), 2);
         // A membership the application made itself is not the sync's to remove.
         sqlx::query("UPDATE memberships SET managed_by_sync = 0 WHERE user_id = (SELECT id FROM users WHERE entra_id = 'e2')")
-            .execute(&directory.pool)
+            .execute(&directory.store.pool)
             .await
             .unwrap();
         let removals = [
@@ -1510,7 +1541,7 @@ mod tests {
         ];
         directory.apply(&removals, now()).await.unwrap();
         let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM memberships")
-            .fetch_one(&directory.pool)
+            .fetch_one(&directory.store.pool)
             .await
             .unwrap();
         assert_eq!(remaining, 1);
@@ -1701,7 +1732,7 @@ mod tests {
             "INSERT INTO departments (organization_id, name, name_lower, created_by_sync, created_at) VALUES (?, 'Made by hand', 'made by hand', 0, '')",
         )
         .bind(directory.organization_id)
-        .execute(&directory.pool)
+        .execute(&directory.store.pool)
         .await
         .unwrap();
         directory.load().await.unwrap();

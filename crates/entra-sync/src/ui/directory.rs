@@ -173,7 +173,7 @@ async fn user_page(ui: &Ui, session: &Session, id: i64, notice: Value) -> Result
             .await?;
         let snapshot = ui.store.load_snapshot(state.id).await?;
         if let Some(entra_user) = snapshot.users.get(entra_id) {
-            let directory = Directory::new(ui.store.pool(), state.organization_id);
+            let directory = Directory::new(&ui.store, state.organization_id);
             let target = directory
                 .load()
                 .await
