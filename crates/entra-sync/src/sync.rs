@@ -336,6 +336,9 @@ async fn execute(
     let mut touched = Touched::default();
     let (snapshot, target_state, users_read) = match fetched.full_snapshot {
         Some(mut snapshot) => {
+            // Rebuilt from its sorted entries: a B-tree filled one user at a time leaves its
+            // nodes between half and two thirds full, and a node slot holds a whole user.
+            snapshot.users = std::mem::take(&mut snapshot.users).into_iter().collect();
             fold_groups(&mut snapshot, fetched.groups, &mut touched);
             let users_read = present_users(snapshot.users.values());
             let target_state = match preloaded {
