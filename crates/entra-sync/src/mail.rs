@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::config::Connection;
-use crate::store::{Doing, ROWS_PER_INSERT, Store, StoreError, timestamp};
+use crate::store::{Doing, Store, StoreError, timestamp, write_in_chunks};
 use crate::targets::Outcome;
 
 /// How long a claimed email stays claimed: longer than any SMTP conversation (each command
@@ -214,7 +214,7 @@ impl Welcome {
         outcomes: &[Outcome],
         now: &str,
     ) -> Result<(), StoreError> {
-        let mut rows = Vec::new();
+        let mut rows: Vec<(&String, &String, String, String)> = Vec::new();
         for (action, outcome) in actions.iter().zip(outcomes) {
             let Action::CreateUser {
                 entra_id,
@@ -242,7 +242,7 @@ impl Welcome {
                 ),
             }
         }
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let build = |_, chunk: &[(&String, &String, String, String)]| {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO email_outbox (connection, organization_id, entra_id, run_id, recipient, subject, body, status, next_attempt_at, created_at) ",
             );
@@ -260,12 +260,8 @@ impl Welcome {
             });
             insert.push(" ON CONFLICT (organization_id, entra_id) DO NOTHING");
             insert
-                .build()
-                .execute(&mut **transaction)
-                .await
-                .doing("queueing welcome emails")?;
-        }
-        Ok(())
+        };
+        write_in_chunks(transaction, &rows, "queueing welcome emails", build, |_| {}).await
     }
 }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::graph::GraphClient;
-use crate::store::{Doing, ROWS_PER_INSERT, Store, StoreError, timestamp};
+use crate::store::{Doing, Store, StoreError, timestamp, write_in_chunks};
 
 /// A licence as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,7 +143,7 @@ async fn save(
             .execute(&mut *transaction)
             .await
             .doing(DOING)?;
-        for chunk in skus.chunks(ROWS_PER_INSERT) {
+        let build = |_, chunk: &[crate::graph::wire::SubscribedSku]| {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT OR REPLACE INTO microsoft_skus (connection_id, sku_id, sku_part_number) ",
             );
@@ -152,8 +152,9 @@ async fn save(
                     .push_bind(sku.sku_id.to_lowercase())
                     .push_bind(sku.sku_part_number.clone());
             });
-            insert.build().execute(&mut *transaction).await.doing(DOING)?;
-        }
+            insert
+        };
+        write_in_chunks(&mut transaction, skus, DOING, build, |_| {}).await?;
     }
     if let Some(sign_ins) = sign_ins {
         sqlx::query("UPDATE microsoft_users SET last_sign_in = NULL WHERE connection_id = ?")
@@ -163,7 +164,7 @@ async fn save(
             .doing(DOING)?;
         let rows: Vec<(&String, Option<String>)> =
             sign_ins.iter().map(|(id, at)| (id, at.map(timestamp))).collect();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let build = |_, chunk: &[(&String, Option<String>)]| {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO microsoft_users (connection_id, entra_id, last_sign_in) ",
             );
@@ -175,8 +176,9 @@ async fn save(
             insert.push(
                 " ON CONFLICT (connection_id, entra_id) DO UPDATE SET last_sign_in = excluded.last_sign_in",
             );
-            insert.build().execute(&mut *transaction).await.doing(DOING)?;
-        }
+            insert
+        };
+        write_in_chunks(&mut transaction, &rows, DOING, build, |_| {}).await?;
     }
     if let Some(mfa) = mfa {
         sqlx::query("UPDATE microsoft_users SET mfa_registered = NULL WHERE connection_id = ?")
@@ -185,7 +187,7 @@ async fn save(
             .await
             .doing(DOING)?;
         let rows: Vec<(&String, &bool)> = mfa.iter().collect();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let build = |_, chunk: &[(&String, &bool)]| {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO microsoft_users (connection_id, entra_id, mfa_registered) ",
             );
@@ -197,8 +199,9 @@ async fn save(
             insert.push(
                 " ON CONFLICT (connection_id, entra_id) DO UPDATE SET mfa_registered = excluded.mfa_registered",
             );
-            insert.build().execute(&mut *transaction).await.doing(DOING)?;
-        }
+            insert
+        };
+        write_in_chunks(&mut transaction, &rows, DOING, build, |_| {}).await?;
     }
     sqlx::query(
         "DELETE FROM microsoft_users WHERE connection_id = ? AND last_sign_in IS NULL AND mfa_registered IS NULL",
