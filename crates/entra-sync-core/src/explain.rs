@@ -101,7 +101,7 @@ pub fn explain(
                         fields.iter().any(|field| {
                             candidate
                                 .attributes
-                                .get(field)
+                                .get(*field)
                                 .is_some_and(|own| own.to_lowercase() == value)
                         })
                     })
@@ -177,7 +177,7 @@ impl fmt::Display for Explanation {
                     write!(f, ", soft-deleted at {}", at.to_rfc3339())?;
                 }
                 writeln!(f)?;
-                for (field, value) in &user.attributes {
+                for (field, value) in user.attributes.iter() {
                     writeln!(f, "    {field}: {value:?}")?;
                 }
                 if let Some(department) = &self.department {

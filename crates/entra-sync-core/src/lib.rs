@@ -5,6 +5,7 @@
 //! dependency tree holds no tokio, reqwest or sqlx.
 
 pub mod assign;
+pub mod attributes;
 pub mod delta;
 pub mod explain;
 pub mod fold;

@@ -1,6 +1,5 @@
 //! Mapping an Entra user to the attributes of a directory user.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -39,8 +38,7 @@ pub enum Field {
     Roles,
 }
 
-/// A directory user's attributes; a field that is absent is unset.
-pub type Attributes = BTreeMap<Field, String>;
+pub use crate::attributes::Attributes;
 
 /// Why a user could not be mapped; the user goes to the run's conflicts with this reason.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +156,7 @@ pub fn maps_to(user: &EntraUser, attributes: &Attributes) -> bool {
     let mapped = visit_mapped(user, |field, value| {
         equal &= expected
             .next()
-            .is_some_and(|(&have, have_value)| have == field && have_value == value);
+            .is_some_and(|(have, have_value)| have == field && have_value == value);
     });
     mapped.is_ok() && equal && expected.next().is_none()
 }
@@ -330,9 +328,9 @@ mod tests {
         };
         let mapped = map_user(&user).expect("a usable name");
         assert!(maps_to(&user, &mapped));
-        for field in mapped.keys() {
+        for (field, _) in mapped.iter() {
             let mut changed = mapped.clone();
-            changed.insert(*field, "other".into());
+            changed.insert(field, "other".into());
             assert!(!maps_to(&user, &changed), "{field} changed");
             let mut missing = mapped.clone();
             missing.remove(field);
@@ -472,8 +470,8 @@ mod tests {
                 let outcome = match map_user(&user) {
                     Ok(attributes) => format!(
                         "{:?} {:?}",
-                        attributes[&Field::GivenName],
-                        attributes[&Field::Surname]
+                        attributes.get(Field::GivenName).unwrap_or_default(),
+                        attributes.get(Field::Surname).unwrap_or_default()
                     ),
                     Err(MappingProblem::NoUsableName) => "no usable name".to_owned(),
                 };

@@ -613,7 +613,7 @@ impl<'a> Planner<'a> {
         } else {
             (UserStatus::Active, None)
         };
-        attributes.retain(|field, _| self.policy.field_setting(*field) != FieldSetting::Never);
+        attributes.retain(|field, _| self.policy.field_setting(field) != FieldSetting::Never);
         self.joined.insert(&user.id);
         self.created.insert(&user.id);
         let department = user.department.as_deref().and_then(clean);
@@ -1067,7 +1067,7 @@ fn match_keys(policy: &Policy, user: &EntraUser, attributes: &Attributes) -> Vec
         .iter()
         .filter_map(|&by| {
             let value = match by {
-                MatchBy::Email => attributes.get(&Field::Email).map(String::as_str),
+                MatchBy::Email => attributes.get(Field::Email),
                 MatchBy::Upn => user.user_principal_name.as_deref().and_then(clean),
             };
             Some((by, value?.to_lowercase()))
@@ -1096,7 +1096,7 @@ fn directory_keys(directory_user: &DirectoryUser, by: MatchBy) -> BTreeSet<Strin
     };
     fields
         .iter()
-        .filter_map(|field| directory_user.attributes.get(field))
+        .filter_map(|&field| directory_user.attributes.get(field))
         .map(|value| value.to_lowercase())
         .collect()
 }
@@ -1119,11 +1119,11 @@ fn diff(before: &Attributes, after: &Attributes) -> Vec<FieldChange> {
     Field::ALL
         .iter()
         .filter_map(|field| {
-            let (old, new) = (before.get(field), after.get(field));
+            let (old, new) = (before.get(*field), after.get(*field));
             (old != new).then(|| FieldChange {
                 field: *field,
-                before: old.cloned(),
-                after: new.cloned(),
+                before: old.map(str::to_owned),
+                after: new.map(str::to_owned),
             })
         })
         .collect()

@@ -168,7 +168,7 @@ impl Template {
                 Part::Text(literal) => text.push_str(literal),
                 Part::Value(Placeholder::Organization) => text.push_str(organization),
                 Part::Value(Placeholder::Field(field)) => {
-                    text.push_str(attributes.get(field).map_or("", String::as_str));
+                    text.push_str(attributes.get(*field).unwrap_or_default());
                 }
             }
         }
@@ -214,7 +214,7 @@ impl Welcome {
         outcomes: &[Outcome],
         now: &str,
     ) -> Result<(), StoreError> {
-        let mut rows: Vec<(&String, &String, String, String)> = Vec::new();
+        let mut rows: Vec<(&String, &str, String, String)> = Vec::new();
         for (action, outcome) in actions.iter().zip(outcomes) {
             let Action::CreateUser {
                 entra_id,
@@ -228,7 +228,7 @@ impl Welcome {
             if outcome.is_some() {
                 continue;
             }
-            match attributes.get(&Field::Email) {
+            match attributes.get(Field::Email) {
                 Some(email) => rows.push((
                     entra_id,
                     email,
@@ -242,7 +242,7 @@ impl Welcome {
                 ),
             }
         }
-        let build = |_, chunk: &[(&String, &String, String, String)]| {
+        let build = |_, chunk: &[(&String, &str, String, String)]| {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO email_outbox (connection, organization_id, entra_id, run_id, recipient, subject, body, status, next_attempt_at, created_at) ",
             );
@@ -251,7 +251,7 @@ impl Welcome {
                     .push_bind(organization_id)
                     .push_bind((*entra_id).clone())
                     .push_bind(self.run_id)
-                    .push_bind((*email).clone())
+                    .push_bind((*email).to_owned())
                     .push_bind(subject.clone())
                     .push_bind(body.clone())
                     .push_bind("queued")

@@ -185,7 +185,7 @@ fn parse_status(name: &str) -> UserStatus {
 }
 
 fn email_lower(attributes: &Attributes) -> Option<String> {
-    attributes.get(&Field::Email).map(|email| email.to_lowercase())
+    attributes.get(Field::Email).map(str::to_lowercase)
 }
 
 fn target_error(source: StoreError) -> TargetError {
@@ -992,7 +992,7 @@ impl Directory {
             for field in change.changes {
                 match &field.after {
                     Some(value) => user.attributes.insert(field.field, value.clone()),
-                    None => user.attributes.remove(&field.field),
+                    None => user.attributes.remove(field.field),
                 };
             }
             // The retention period counts from the first soft-delete; any other status ends it.
@@ -1089,9 +1089,9 @@ mod tests {
         Action::CreateUser {
             entra_id: entra_id.into(),
             attributes: Attributes::from([
-                (Field::Email, email.into()),
-                (Field::GivenName, "Ada".into()),
-                (Field::Surname, "Lovelace".into()),
+                (Field::Email, email),
+                (Field::GivenName, "Ada"),
+                (Field::Surname, "Lovelace"),
             ]),
             status: UserStatus::Active,
             status_reason: None,
@@ -1369,11 +1369,8 @@ mod tests {
                 .find(|user| user.entra_id.as_deref() == Some(entra_id))
                 .unwrap()
         };
-        assert_eq!(
-            user("e1").attributes.get(&Field::JobTitle).map(String::as_str),
-            Some("Lead")
-        );
-        assert_eq!(user("e2").attributes.get(&Field::JobTitle), None);
+        assert_eq!(user("e1").attributes.get(Field::JobTitle), Some("Lead"));
+        assert_eq!(user("e2").attributes.get(Field::JobTitle), None);
         let email: Option<String> = sqlx::query_scalar("SELECT email_lower FROM users WHERE id = ?")
             .bind(id("e3"))
             .fetch_one(&directory.store.pool)
@@ -1406,13 +1403,7 @@ mod tests {
         );
         let state = directory.load().await.unwrap();
         assert_eq!(state.users[0].entra_id.as_deref(), Some("e1"));
-        assert_eq!(
-            state.users[0]
-                .attributes
-                .get(&Field::JobTitle)
-                .map(String::as_str),
-            Some("Engineer")
-        );
+        assert_eq!(state.users[0].attributes.get(Field::JobTitle), Some("Engineer"));
     }
 
     /// A partial read takes the users it names, every unlinked one and those holding a match
@@ -1429,8 +1420,8 @@ mod tests {
         let with_upn = Action::CreateUser {
             entra_id: "e4".into(),
             attributes: Attributes::from([
-                (Field::Email, "d@contoso.example".into()),
-                (Field::UserPrincipalName, "D.Upn@Contoso.example".into()),
+                (Field::Email, "d@contoso.example"),
+                (Field::UserPrincipalName, "D.Upn@Contoso.example"),
             ]),
             status: UserStatus::Active,
             status_reason: None,
