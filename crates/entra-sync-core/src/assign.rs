@@ -113,6 +113,7 @@ mod tests {
     use expect_test::expect;
 
     use super::*;
+    use crate::model::UserProperty;
 
     #[test]
     fn units_and_roles() {
@@ -123,10 +124,10 @@ mod tests {
             ("AAR".into(), "Aarhus".into()),
         ]));
         let roles_rule = NameRule::Names(vec!["Support Analyst".into(), "Senior Support Analyst".into()]);
-        let user = |office: Option<&str>, title: Option<&str>| EntraUser {
-            office_location: office.map(str::to_owned),
-            job_title: title.map(str::to_owned),
-            ..EntraUser::default()
+        let user = |office: Option<&str>, title: Option<&str>| {
+            EntraUser::default()
+                .with(UserProperty::OfficeLocation, office)
+                .with(UserProperty::JobTitle, title)
         };
         let office = Some(SourceAttribute::OfficeLocation);
         let title = Some(SourceAttribute::JobTitle);

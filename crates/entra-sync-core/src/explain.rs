@@ -57,7 +57,7 @@ pub fn find_users<'s>(source: &'s SourceSnapshot, query: &str) -> Vec<&'s EntraU
         .users
         .values()
         .filter(|user| {
-            [user.user_principal_name.as_deref(), user.mail.as_deref()]
+            [user.user_principal_name(), user.mail()]
                 .into_iter()
                 .flatten()
                 .any(|address| address.trim().eq_ignore_ascii_case(query))
@@ -86,7 +86,7 @@ pub fn explain(
             .find_map(|&by| {
                 let value = match by {
                     MatchBy::Email => email(user),
-                    MatchBy::Upn => user.user_principal_name.as_deref(),
+                    MatchBy::Upn => user.user_principal_name(),
                 }
                 .and_then(clean)?
                 .to_lowercase();
@@ -119,7 +119,7 @@ pub fn explain(
     let rules = &policy.assignments;
     Explanation {
         entra_id: user.id.clone(),
-        display_name: user.display_name.clone(),
+        display_name: user.display_name().map(str::to_owned),
         presence: user.presence,
         account_enabled: user.account_enabled,
         scope,

@@ -29,10 +29,7 @@ pub fn fold_users(snapshot: &mut SourceSnapshot, page: Vec<UserDelta>, touched: 
             None => snapshot
                 .users
                 .entry(entry.id.clone())
-                .or_insert_with_key(|id| EntraUser {
-                    id: id.clone(),
-                    ..EntraUser::default()
-                }),
+                .or_insert_with_key(|id| EntraUser::new(id.clone())),
         };
         match entry.removed {
             Some(removed_as) => {
@@ -104,26 +101,30 @@ fn drop_member_edges(snapshot: &mut SourceSnapshot, removed: &BTreeSet<EntraId>,
 }
 
 fn apply_user(user: &mut EntraUser, entry: UserDelta) {
-    patch(&mut user.user_principal_name, entry.user_principal_name);
-    patch(&mut user.mail, entry.mail);
-    patch(&mut user.display_name, entry.display_name);
-    patch(&mut user.given_name, entry.given_name);
-    patch(&mut user.surname, entry.surname);
-    patch(&mut user.job_title, entry.job_title);
-    patch(&mut user.department, entry.department);
-    patch(&mut user.company_name, entry.company_name);
-    patch(&mut user.office_location, entry.office_location);
-    patch(&mut user.street_address, entry.street_address);
-    patch(&mut user.city, entry.city);
-    patch(&mut user.state, entry.state);
-    patch(&mut user.postal_code, entry.postal_code);
-    patch(&mut user.country, entry.country);
-    patch_list(&mut user.business_phones, entry.business_phones);
-    patch(&mut user.mobile_phone, entry.mobile_phone);
-    patch(&mut user.employee_id, entry.employee_id);
-    patch(&mut user.user_type, entry.user_type);
+    let one = |patch: Patch<String>| patch.map(|value| vec![value]);
+    // In `UserProperty::ALL` order.
+    user.patch(&[
+        one(entry.user_principal_name),
+        one(entry.mail),
+        one(entry.display_name),
+        one(entry.given_name),
+        one(entry.surname),
+        one(entry.job_title),
+        one(entry.department),
+        one(entry.company_name),
+        one(entry.office_location),
+        one(entry.street_address),
+        one(entry.city),
+        one(entry.state),
+        one(entry.postal_code),
+        one(entry.country),
+        entry.business_phones,
+        one(entry.mobile_phone),
+        one(entry.employee_id),
+        one(entry.user_type),
+        entry.assigned_licenses.map(sku_ids),
+    ]);
     patch(&mut user.account_enabled, entry.account_enabled);
-    patch_list(&mut user.assigned_licenses, entry.assigned_licenses.map(sku_ids));
 }
 
 fn apply_group(group: &mut EntraGroup, entry: GroupDelta) {

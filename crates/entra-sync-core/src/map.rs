@@ -172,35 +172,28 @@ fn visit_mapped(user: &EntraUser, mut emit: impl FnMut(Field, &str)) -> Result<(
             emit(field, value);
         }
     };
-    set(Field::DisplayName, user.display_name.as_deref());
+    set(Field::DisplayName, user.display_name());
     set(Field::Email, email(user));
-    set(Field::UserPrincipalName, user.user_principal_name.as_deref());
-    set(Field::JobTitle, user.job_title.as_deref());
-    set(Field::Department, user.department.as_deref());
-    set(Field::CompanyName, user.company_name.as_deref());
-    set(Field::OfficeLocation, user.office_location.as_deref());
-    set(Field::StreetAddress, user.street_address.as_deref());
-    set(Field::City, user.city.as_deref());
-    set(Field::State, user.state.as_deref());
-    set(Field::PostalCode, user.postal_code.as_deref());
-    set(Field::Country, user.country.as_deref());
-    set(
-        Field::BusinessPhone,
-        user.business_phones.iter().find_map(|phone| clean(phone)),
-    );
-    set(Field::MobilePhone, user.mobile_phone.as_deref());
-    set(Field::EmployeeId, user.employee_id.as_deref());
-    set(Field::UserType, user.user_type.as_deref());
+    set(Field::UserPrincipalName, user.user_principal_name());
+    set(Field::JobTitle, user.job_title());
+    set(Field::Department, user.department());
+    set(Field::CompanyName, user.company_name());
+    set(Field::OfficeLocation, user.office_location());
+    set(Field::StreetAddress, user.street_address());
+    set(Field::City, user.city());
+    set(Field::State, user.state());
+    set(Field::PostalCode, user.postal_code());
+    set(Field::Country, user.country());
+    set(Field::BusinessPhone, user.business_phones().find_map(clean));
+    set(Field::MobilePhone, user.mobile_phone());
+    set(Field::EmployeeId, user.employee_id());
+    set(Field::UserType, user.user_type());
     set(
         Field::AccountEnabled,
         user.account_enabled
             .map(|enabled| if enabled { "true" } else { "false" }),
     );
-    let mut licenses: Vec<&str> = user
-        .assigned_licenses
-        .iter()
-        .filter_map(|sku| clean(sku))
-        .collect();
+    let mut licenses: Vec<&str> = user.assigned_licenses().filter_map(clean).collect();
     // The fold keeps them sorted, but a snapshot may come from elsewhere.
     licenses.sort_unstable();
     licenses.dedup();
@@ -217,10 +210,10 @@ pub(crate) fn clean(value: &str) -> Option<&str> {
 
 /// The email [`map_user`] gives a user.
 pub(crate) fn email(user: &EntraUser) -> Option<&str> {
-    if let Some(mail) = user.mail.as_deref().and_then(clean) {
+    if let Some(mail) = user.mail().and_then(clean) {
         return Some(mail);
     }
-    let upn = user.user_principal_name.as_deref().and_then(clean)?;
+    let upn = user.user_principal_name().and_then(clean)?;
     let guest = upn
         .as_bytes()
         .windows(5)
@@ -230,14 +223,13 @@ pub(crate) fn email(user: &EntraUser) -> Option<&str> {
 
 /// The given name and surname, derived as [`map_user`] documents.
 fn name_parts(user: &EntraUser) -> Result<(String, String), MappingProblem> {
-    let given_name = user.given_name.as_deref().and_then(clean);
-    let surname = user.surname.as_deref().and_then(clean);
+    let given_name = user.given_name().and_then(clean);
+    let surname = user.surname().and_then(clean);
     if let (Some(given_name), Some(surname)) = (given_name, surname) {
         return Ok((given_name.to_owned(), surname.to_owned()));
     }
     let display_name = user
-        .display_name
-        .as_deref()
+        .display_name()
         .and_then(clean)
         .filter(|name| !name.contains('@'))
         .ok_or(MappingProblem::NoUsableName)?;
@@ -300,6 +292,7 @@ mod tests {
     use expect_test::{Expect, expect};
 
     use super::*;
+    use crate::model::UserProperty;
 
     /// Maps a user given as snapshot JSON and renders its attributes one a line.
     fn check(user: &str, expect: Expect) {
@@ -316,16 +309,13 @@ mod tests {
     /// without a usable name.
     #[test]
     fn maps_to_tells_any_difference() {
-        let user = EntraUser {
-            id: "u-1".into(),
-            given_name: Some("Adele".into()),
-            surname: Some("Vance".into()),
-            mail: Some("adele@contoso.example".into()),
-            job_title: Some("Retail Manager".into()),
-            account_enabled: Some(true),
-            assigned_licenses: vec!["c7df2760".into()],
-            ..EntraUser::default()
-        };
+        let mut user = EntraUser::new("u-1")
+            .with(UserProperty::GivenName, "Adele")
+            .with(UserProperty::Surname, "Vance")
+            .with(UserProperty::Mail, "adele@contoso.example")
+            .with(UserProperty::JobTitle, "Retail Manager")
+            .with(UserProperty::AssignedLicenses, "c7df2760");
+        user.account_enabled = Some(true);
         let mapped = map_user(&user).expect("a usable name");
         assert!(maps_to(&user, &mapped));
         for (field, _) in mapped.iter() {
@@ -341,10 +331,7 @@ mod tests {
             more.insert(extra, "extra".into());
             assert!(!maps_to(&user, &more), "{extra} extra");
         }
-        let nameless = EntraUser {
-            id: "u-2".into(),
-            ..EntraUser::default()
-        };
+        let nameless = EntraUser::new("u-2");
         assert!(!maps_to(&nameless, &Attributes::new()));
     }
 
@@ -461,12 +448,10 @@ mod tests {
         let rendered: String = cases
             .iter()
             .map(|&(given_name, surname, display_name)| {
-                let user = EntraUser {
-                    given_name: given_name.map(str::to_owned),
-                    surname: surname.map(str::to_owned),
-                    display_name: display_name.map(str::to_owned),
-                    ..EntraUser::default()
-                };
+                let user = EntraUser::default()
+                    .with(UserProperty::GivenName, given_name)
+                    .with(UserProperty::Surname, surname)
+                    .with(UserProperty::DisplayName, display_name);
                 let outcome = match map_user(&user) {
                     Ok(attributes) => format!(
                         "{:?} {:?}",

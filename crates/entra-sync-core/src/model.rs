@@ -3,9 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
 
-use crate::delta::RemovalReason;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::delta::{Patch, RemovalReason};
 
 /// An Entra object id (a GUID string, kept as Graph sends it).
 pub type EntraId = String;
@@ -32,33 +36,374 @@ impl From<RemovalReason> for Presence {
     }
 }
 
-/// An Entra user as folded from delta entries. `None` means unset in Entra.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+/// A string-valued property of an Entra user, in the order the snapshot's JSON lists them.
+/// Two are lists ([`UserProperty::is_list`]); the others hold at most one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UserProperty {
+    UserPrincipalName,
+    Mail,
+    DisplayName,
+    GivenName,
+    Surname,
+    JobTitle,
+    Department,
+    CompanyName,
+    OfficeLocation,
+    StreetAddress,
+    City,
+    State,
+    PostalCode,
+    Country,
+    BusinessPhones,
+    MobilePhone,
+    EmployeeId,
+    UserType,
+    /// SKU ids of the assigned licences, sorted.
+    AssignedLicenses,
+}
+
+impl UserProperty {
+    /// Every property, in order (`property as usize` is its place here).
+    pub const ALL: [UserProperty; 19] = [
+        UserProperty::UserPrincipalName,
+        UserProperty::Mail,
+        UserProperty::DisplayName,
+        UserProperty::GivenName,
+        UserProperty::Surname,
+        UserProperty::JobTitle,
+        UserProperty::Department,
+        UserProperty::CompanyName,
+        UserProperty::OfficeLocation,
+        UserProperty::StreetAddress,
+        UserProperty::City,
+        UserProperty::State,
+        UserProperty::PostalCode,
+        UserProperty::Country,
+        UserProperty::BusinessPhones,
+        UserProperty::MobilePhone,
+        UserProperty::EmployeeId,
+        UserProperty::UserType,
+        UserProperty::AssignedLicenses,
+    ];
+
+    /// The property's key in the snapshot's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserProperty::UserPrincipalName => "user_principal_name",
+            UserProperty::Mail => "mail",
+            UserProperty::DisplayName => "display_name",
+            UserProperty::GivenName => "given_name",
+            UserProperty::Surname => "surname",
+            UserProperty::JobTitle => "job_title",
+            UserProperty::Department => "department",
+            UserProperty::CompanyName => "company_name",
+            UserProperty::OfficeLocation => "office_location",
+            UserProperty::StreetAddress => "street_address",
+            UserProperty::City => "city",
+            UserProperty::State => "state",
+            UserProperty::PostalCode => "postal_code",
+            UserProperty::Country => "country",
+            UserProperty::BusinessPhones => "business_phones",
+            UserProperty::MobilePhone => "mobile_phone",
+            UserProperty::EmployeeId => "employee_id",
+            UserProperty::UserType => "user_type",
+            UserProperty::AssignedLicenses => "assigned_licenses",
+        }
+    }
+
+    /// Whether the property is a list of values.
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            UserProperty::BusinessPhones | UserProperty::AssignedLicenses
+        )
+    }
+}
+
+/// An Entra user as folded from delta entries. An unset property has no value.
+///
+/// The string properties are packed into one string with an entry a value (its property and
+/// where it ends): a snapshot holds every user of the tenant, and as nineteen separate strings
+/// and lists a user took about a kilobyte, most of it allocation headers and empty slots.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct EntraUser {
     pub id: EntraId,
     pub presence: Presence,
-    pub user_principal_name: Option<String>,
-    pub mail: Option<String>,
-    pub display_name: Option<String>,
-    pub given_name: Option<String>,
-    pub surname: Option<String>,
-    pub job_title: Option<String>,
-    pub department: Option<String>,
-    pub company_name: Option<String>,
-    pub office_location: Option<String>,
-    pub street_address: Option<String>,
-    pub city: Option<String>,
-    pub state: Option<String>,
-    pub postal_code: Option<String>,
-    pub country: Option<String>,
-    pub business_phones: Vec<String>,
-    pub mobile_phone: Option<String>,
-    pub employee_id: Option<String>,
-    pub user_type: Option<String>,
     pub account_enabled: Option<bool>,
+    /// One entry a value, in property order: the property in the low [`PROPERTY_BITS`] bits,
+    /// the value's end in `text` above them.
+    entries: Box<[u32]>,
+    text: Box<str>,
+}
+
+/// The bits of an entry that name its property.
+const PROPERTY_BITS: u32 = 5;
+
+impl EntraUser {
+    /// A user with this id, present, with no properties.
+    pub fn new(id: impl Into<EntraId>) -> Self {
+        EntraUser {
+            id: id.into(),
+            ..EntraUser::default()
+        }
+    }
+
+    /// The user with `property` set to `value`, or unset by `None`; a list property gets the
+    /// value added. For building users in tests and tools.
+    pub fn with<'v>(mut self, property: UserProperty, value: impl Into<Option<&'v str>>) -> Self {
+        let mut values: Vec<(UserProperty, &str)> = self
+            .values_all()
+            .filter(|&(held, _)| held != property || property.is_list())
+            .collect();
+        values.extend(value.into().map(|value| (property, value)));
+        let packed = packed(values);
+        self.store(packed);
+        self
+    }
+
+    /// The value of a single-valued property; for a list, its first value.
+    pub fn get(&self, property: UserProperty) -> Option<&str> {
+        self.values(property).next()
+    }
+
+    /// The values a property holds, in order: none, one, or a list's items.
+    pub fn values(&self, property: UserProperty) -> impl Iterator<Item = &str> {
+        let first = self
+            .entries
+            .partition_point(|&entry| entry_property(entry) < property as u32);
+        (first..self.entries.len())
+            .take_while(move |&index| entry_property(self.entries[index]) == property as u32)
+            .map(|index| self.value(index))
+    }
+
+    /// Every value with its property, in property order.
+    pub fn values_all(&self) -> impl Iterator<Item = (UserProperty, &str)> {
+        (0..self.entries.len()).map(|index| {
+            let property = UserProperty::ALL[entry_property(self.entries[index]) as usize];
+            (property, self.value(index))
+        })
+    }
+
+    /// Applies one patch a property (indexed as [`UserProperty::ALL`]): an absent patch keeps
+    /// the values, a cleared one drops them, a set one replaces them.
+    pub fn patch(&mut self, patches: &[Patch<Vec<String>>; UserProperty::ALL.len()]) {
+        let mut values: Vec<(UserProperty, &str)> = Vec::with_capacity(self.entries.len() + 4);
+        for (property, patch) in UserProperty::ALL.into_iter().zip(patches) {
+            match patch {
+                Patch::Absent => values.extend(self.values(property).map(|value| (property, value))),
+                Patch::Cleared => {}
+                Patch::Set(set) => values.extend(set.iter().map(|value| (property, value.as_str()))),
+            }
+        }
+        let packed = packed(values);
+        self.store(packed);
+    }
+
+    pub fn user_principal_name(&self) -> Option<&str> {
+        self.get(UserProperty::UserPrincipalName)
+    }
+
+    pub fn mail(&self) -> Option<&str> {
+        self.get(UserProperty::Mail)
+    }
+
+    pub fn display_name(&self) -> Option<&str> {
+        self.get(UserProperty::DisplayName)
+    }
+
+    pub fn given_name(&self) -> Option<&str> {
+        self.get(UserProperty::GivenName)
+    }
+
+    pub fn surname(&self) -> Option<&str> {
+        self.get(UserProperty::Surname)
+    }
+
+    pub fn job_title(&self) -> Option<&str> {
+        self.get(UserProperty::JobTitle)
+    }
+
+    pub fn department(&self) -> Option<&str> {
+        self.get(UserProperty::Department)
+    }
+
+    pub fn company_name(&self) -> Option<&str> {
+        self.get(UserProperty::CompanyName)
+    }
+
+    pub fn office_location(&self) -> Option<&str> {
+        self.get(UserProperty::OfficeLocation)
+    }
+
+    pub fn street_address(&self) -> Option<&str> {
+        self.get(UserProperty::StreetAddress)
+    }
+
+    pub fn city(&self) -> Option<&str> {
+        self.get(UserProperty::City)
+    }
+
+    pub fn state(&self) -> Option<&str> {
+        self.get(UserProperty::State)
+    }
+
+    pub fn postal_code(&self) -> Option<&str> {
+        self.get(UserProperty::PostalCode)
+    }
+
+    pub fn country(&self) -> Option<&str> {
+        self.get(UserProperty::Country)
+    }
+
+    pub fn business_phones(&self) -> impl Iterator<Item = &str> {
+        self.values(UserProperty::BusinessPhones)
+    }
+
+    pub fn mobile_phone(&self) -> Option<&str> {
+        self.get(UserProperty::MobilePhone)
+    }
+
+    pub fn employee_id(&self) -> Option<&str> {
+        self.get(UserProperty::EmployeeId)
+    }
+
+    pub fn user_type(&self) -> Option<&str> {
+        self.get(UserProperty::UserType)
+    }
+
     /// SKU ids of the assigned licences, sorted.
-    pub assigned_licenses: Vec<String>,
+    pub fn assigned_licenses(&self) -> impl Iterator<Item = &str> {
+        self.values(UserProperty::AssignedLicenses)
+    }
+
+    fn value(&self, index: usize) -> &str {
+        let start = match index {
+            0 => 0,
+            _ => entry_end(self.entries[index - 1]),
+        };
+        &self.text[start..entry_end(self.entries[index])]
+    }
+
+    fn store(&mut self, (entries, text): (Box<[u32]>, Box<str>)) {
+        self.entries = entries;
+        self.text = text;
+    }
+}
+
+fn entry_property(entry: u32) -> u32 {
+    entry & ((1 << PROPERTY_BITS) - 1)
+}
+
+fn entry_end(entry: u32) -> usize {
+    (entry >> PROPERTY_BITS) as usize
+}
+
+/// Packs values given in any order of properties (a list's items keep theirs).
+fn packed(mut values: Vec<(UserProperty, &str)>) -> (Box<[u32]>, Box<str>) {
+    values.sort_by_key(|&(property, _)| property);
+    let mut text = String::with_capacity(values.iter().map(|(_, value)| value.len()).sum());
+    let entries: Vec<u32> = values
+        .iter()
+        .map(|&(property, value)| {
+            text.push_str(value);
+            // Entra's properties are a few hundred bytes at most: far below 128 MiB a user.
+            let end = u32::try_from(text.len())
+                .ok()
+                .filter(|end| end.leading_zeros() >= PROPERTY_BITS)
+                .expect("a user's properties hold less than 128 MiB");
+            (end << PROPERTY_BITS) | property as u32
+        })
+        .collect();
+    (entries.into_boxed_slice(), text.into_boxed_str())
+}
+
+impl fmt::Debug for EntraUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut user = f.debug_struct("EntraUser");
+        user.field("id", &self.id)
+            .field("presence", &self.presence)
+            .field("account_enabled", &self.account_enabled);
+        for (property, value) in self.values_all() {
+            user.field(property.as_str(), &value);
+        }
+        user.finish()
+    }
+}
+
+impl Serialize for EntraUser {
+    /// Every key, unset ones as `null` or `[]`, in the order the snapshot's JSON always had.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut user = serializer.serialize_struct("EntraUser", UserProperty::ALL.len() + 3)?;
+        user.serialize_field("id", &self.id)?;
+        user.serialize_field("presence", &self.presence)?;
+        for property in UserProperty::ALL {
+            if property == UserProperty::AssignedLicenses {
+                user.serialize_field("account_enabled", &self.account_enabled)?;
+            }
+            if property.is_list() {
+                let values: Vec<&str> = self.values(property).collect();
+                user.serialize_field(property.as_str(), &values)?;
+            } else {
+                user.serialize_field(property.as_str(), &self.get(property))?;
+            }
+        }
+        user.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for EntraUser {
+    /// Any subset of the keys [`Serialize`] writes; a missing or `null` one is unset, and keys
+    /// it does not know are ignored.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UserVisitor;
+
+        impl<'de> Visitor<'de> for UserVisitor {
+            type Value = EntraUser;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an Entra user")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EntraUser, A::Error> {
+                let mut user = EntraUser::default();
+                let mut values: Vec<(UserProperty, String)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "id" => user.id = map.next_value()?,
+                        "presence" => user.presence = map.next_value()?,
+                        "account_enabled" => user.account_enabled = map.next_value()?,
+                        name => match UserProperty::ALL
+                            .into_iter()
+                            .find(|property| property.as_str() == name)
+                        {
+                            Some(property) if property.is_list() => {
+                                let items: Option<Vec<String>> = map.next_value()?;
+                                values.retain(|(held, _)| *held != property);
+                                values.extend(items.into_iter().flatten().map(|item| (property, item)));
+                            }
+                            Some(property) => {
+                                let value: Option<String> = map.next_value()?;
+                                values.retain(|(held, _)| *held != property);
+                                values.extend(value.map(|value| (property, value)));
+                            }
+                            None => {
+                                map.next_value::<IgnoredAny>()?;
+                            }
+                        },
+                    }
+                }
+                user.store(packed(
+                    values
+                        .iter()
+                        .map(|(property, value)| (*property, value.as_str()))
+                        .collect(),
+                ));
+                Ok(user)
+            }
+        }
+
+        deserializer.deserialize_map(UserVisitor)
+    }
 }
 
 /// An Entra group as folded from delta entries, with its direct members.
@@ -83,4 +428,93 @@ pub struct EntraGroup {
 pub struct SourceSnapshot {
     pub users: BTreeMap<EntraId, EntraUser>,
     pub groups: BTreeMap<EntraId, EntraGroup>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The snapshot's JSON keeps the shape stored rows already have: every key, in the same
+    /// order, unset values as `null` and empty lists.
+    #[test]
+    fn a_user_writes_the_json_stored_snapshots_hold() {
+        let mut user = EntraUser::new("u-1")
+            .with(UserProperty::Surname, "Vance")
+            .with(UserProperty::GivenName, "Adele")
+            .with(UserProperty::AssignedLicenses, "b-sku")
+            .with(UserProperty::AssignedLicenses, "a-sku")
+            .with(UserProperty::JobTitle, "");
+        user.account_enabled = Some(false);
+        let json = serde_json::to_string(&user).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"id":"u-1","presence":"present","user_principal_name":null,"mail":null,"display_name":null,"given_name":"Adele","surname":"Vance","job_title":"","department":null,"company_name":null,"office_location":null,"street_address":null,"city":null,"state":null,"postal_code":null,"country":null,"business_phones":[],"mobile_phone":null,"employee_id":null,"user_type":null,"account_enabled":false,"assigned_licenses":["b-sku","a-sku"]}"#
+        );
+        let decoded: EntraUser = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(decoded, user);
+    }
+
+    /// Missing and `null` keys are unset, unknown keys are ignored, a key given twice keeps its
+    /// last value, and an empty value stays set.
+    #[test]
+    fn a_user_reads_any_subset_of_its_keys() {
+        let decoded: EntraUser = serde_json::from_str(
+            r#"{"id": "u-2", "presence": "soft_deleted", "mail": "a@b.example", "mail": "c@d.example",
+                "city": null, "business_phones": ["1", "2"], "assigned_licenses": null,
+                "department": "", "future_property": {"nested": [1]}}"#,
+        )
+        .unwrap_or_default();
+        assert_eq!(decoded.id, "u-2");
+        assert_eq!(decoded.presence, Presence::SoftDeleted);
+        assert_eq!(decoded.mail(), Some("c@d.example"));
+        assert_eq!(decoded.city(), None);
+        assert_eq!(decoded.department(), Some(""));
+        assert_eq!(decoded.business_phones().collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(decoded.assigned_licenses().count(), 0);
+        assert_eq!(decoded.account_enabled, None);
+        assert_eq!(
+            decoded.values_all().collect::<Vec<_>>(),
+            [
+                (UserProperty::Mail, "c@d.example"),
+                (UserProperty::Department, ""),
+                (UserProperty::BusinessPhones, "1"),
+                (UserProperty::BusinessPhones, "2"),
+            ]
+        );
+    }
+
+    /// A patch keeps what is absent, drops what is cleared and replaces what is set, lists
+    /// whole.
+    #[test]
+    fn a_patch_changes_only_what_it_names() {
+        let mut user = EntraUser::new("u-3")
+            .with(UserProperty::Mail, "old@contoso.example")
+            .with(UserProperty::City, "Oslo")
+            .with(UserProperty::BusinessPhones, "1")
+            .with(UserProperty::BusinessPhones, "2");
+        let mut patches: [Patch<Vec<String>>; UserProperty::ALL.len()] = Default::default();
+        patches[UserProperty::Mail as usize] = Patch::Set(vec!["new@contoso.example".to_owned()]);
+        patches[UserProperty::City as usize] = Patch::Cleared;
+        patches[UserProperty::BusinessPhones as usize] = Patch::Set(vec!["3".to_owned()]);
+        patches[UserProperty::Surname as usize] = Patch::Set(vec!["Vance".to_owned()]);
+        user.patch(&patches);
+        assert_eq!(
+            user.values_all().collect::<Vec<_>>(),
+            [
+                (UserProperty::Mail, "new@contoso.example"),
+                (UserProperty::Surname, "Vance"),
+                (UserProperty::BusinessPhones, "3"),
+            ]
+        );
+        user.patch(&Default::default());
+        assert_eq!(user.values_all().count(), 3);
+    }
+
+    /// The packing relies on `property as usize` being the property's place in `ALL`.
+    #[test]
+    fn every_property_is_at_its_own_index() {
+        for (index, property) in UserProperty::ALL.into_iter().enumerate() {
+            assert_eq!(property as usize, index, "{}", property.as_str());
+        }
+    }
 }

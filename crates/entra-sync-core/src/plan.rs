@@ -616,7 +616,7 @@ impl<'a> Planner<'a> {
         attributes.retain(|field, _| self.policy.field_setting(field) != FieldSetting::Never);
         self.joined.insert(&user.id);
         self.created.insert(&user.id);
-        let department = user.department.as_deref().and_then(clean);
+        let department = user.department().and_then(clean);
         self.departments.insert(&user.id, department);
         self.plan.actions.push(Action::CreateUser {
             entra_id: user.id.clone(),
@@ -639,7 +639,7 @@ impl<'a> Planner<'a> {
         // A skipped existing user keeps its department on the link too.
         if self.policy.existing_users == ExistingUsers::Update {
             self.departments
-                .insert(&user.id, user.department.as_deref().and_then(clean));
+                .insert(&user.id, user.department().and_then(clean));
         }
         self.plan.actions.push(Action::LinkUser {
             directory_id: directory_user.id,
@@ -702,7 +702,7 @@ impl<'a> Planner<'a> {
                 return;
             }
         };
-        let department = user.department.as_deref().and_then(clean);
+        let department = user.department().and_then(clean);
         // Most linked users did not change: without unit or role rules their wanted attributes
         // are the mapping's, compared field by field without building them.
         let rules = &self.policy.assignments;
@@ -1068,7 +1068,7 @@ fn match_keys(policy: &Policy, user: &EntraUser, attributes: &Attributes) -> Vec
         .filter_map(|&by| {
             let value = match by {
                 MatchBy::Email => attributes.get(Field::Email),
-                MatchBy::Upn => user.user_principal_name.as_deref().and_then(clean),
+                MatchBy::Upn => user.user_principal_name().and_then(clean),
             };
             Some((by, value?.to_lowercase()))
         })

@@ -341,15 +341,15 @@ impl SourceAttribute {
     /// The attribute's value on a user.
     pub fn value(self, user: &EntraUser) -> Option<&str> {
         match self {
-            SourceAttribute::JobTitle => user.job_title.as_deref(),
-            SourceAttribute::CompanyName => user.company_name.as_deref(),
-            SourceAttribute::Department => user.department.as_deref(),
-            SourceAttribute::StreetAddress => user.street_address.as_deref(),
-            SourceAttribute::State => user.state.as_deref(),
-            SourceAttribute::Country => user.country.as_deref(),
-            SourceAttribute::OfficeLocation => user.office_location.as_deref(),
-            SourceAttribute::City => user.city.as_deref(),
-            SourceAttribute::PostalCode => user.postal_code.as_deref(),
+            SourceAttribute::JobTitle => user.job_title(),
+            SourceAttribute::CompanyName => user.company_name(),
+            SourceAttribute::Department => user.department(),
+            SourceAttribute::StreetAddress => user.street_address(),
+            SourceAttribute::State => user.state(),
+            SourceAttribute::Country => user.country(),
+            SourceAttribute::OfficeLocation => user.office_location(),
+            SourceAttribute::City => user.city(),
+            SourceAttribute::PostalCode => user.postal_code(),
         }
     }
 

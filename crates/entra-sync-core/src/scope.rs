@@ -122,7 +122,7 @@ impl<'a> ScopeIndex<'a> {
             met.push(format!("user type {user_type}"));
         }
         if !scope.domains.is_empty() {
-            let domains: Vec<&str> = [user.user_principal_name.as_deref(), user.mail.as_deref()]
+            let domains: Vec<&str> = [user.user_principal_name(), user.mail()]
                 .into_iter()
                 .flatten()
                 .filter_map(|address| address.rsplit_once('@').map(|(_, domain)| domain.trim()))
@@ -138,13 +138,17 @@ impl<'a> ScopeIndex<'a> {
             }
         }
         for (section, values, value) in [
-            ("office_locations", &scope.office_locations, &user.office_location),
-            ("departments", &scope.departments, &user.department),
+            (
+                "office_locations",
+                &scope.office_locations,
+                user.office_location(),
+            ),
+            ("departments", &scope.departments, user.department()),
         ] {
             if values.is_empty() {
                 continue;
             }
-            match value.as_deref().and_then(clean) {
+            match value.and_then(clean) {
                 Some(value) if contains(values, value) => met.push(format!("{section} {value:?}")),
                 Some(value) => {
                     return ScopeDecision::Out(format!(
@@ -168,12 +172,11 @@ impl<'a> ScopeIndex<'a> {
 /// `userType`, else `Guest` for a UPN with `#EXT#` (an invited account), else `Member`. Guests
 /// are never in or out by accident: the rule is this one, written down.
 pub fn user_type(user: &EntraUser) -> &str {
-    if let Some(user_type) = user.user_type.as_deref().and_then(clean) {
+    if let Some(user_type) = user.user_type().and_then(clean) {
         return user_type;
     }
     let invited = user
-        .user_principal_name
-        .as_deref()
+        .user_principal_name()
         .is_some_and(|upn| upn.to_ascii_uppercase().contains("#EXT#"));
     if invited { "Guest" } else { "Member" }
 }

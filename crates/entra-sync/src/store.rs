@@ -1390,7 +1390,7 @@ fn decode_error(what: &'static str, error: serde_json::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use entra_sync_core::model::Presence;
+    use entra_sync_core::model::{Presence, UserProperty};
 
     use super::*;
 
@@ -1468,11 +1468,10 @@ mod tests {
             .connection_state("contoso", "Contoso", crate::clock::now())
             .await
             .expect("a connection");
-        let user = |id: &str, presence: Presence| EntraUser {
-            id: id.to_owned(),
-            presence,
-            job_title: Some(r#"says "presence":"present""#.to_owned()),
-            ..EntraUser::default()
+        let user = |id: &str, presence: Presence| {
+            let mut user = EntraUser::new(id).with(UserProperty::JobTitle, r#"says "presence":"present""#);
+            user.presence = presence;
+            user
         };
         let mut snapshot = SourceSnapshot::default();
         for user in [
@@ -1527,11 +1526,7 @@ mod tests {
             users: users
                 .iter()
                 .map(|(id, title)| {
-                    let user = EntraUser {
-                        id: (*id).to_owned(),
-                        job_title: Some((*title).to_owned()),
-                        ..EntraUser::default()
-                    };
+                    let user = EntraUser::new(*id).with(UserProperty::JobTitle, *title);
                     (user.id.clone(), user)
                 })
                 .collect(),
