@@ -1283,31 +1283,39 @@ async fn upsert_source_rows<T: Serialize + HasEntraId>(
 }
 
 /// The ids of `connection_id`'s stored snapshot users that `snapshot` does not hold, read
-/// `ROWS_PER_READ` ids a row.
+/// `ROWS_PER_READ` ids a query from the `(connection_id, entra_id)` index alone. Paged by id
+/// rather than grouped in one query: a `GROUP BY` over the table had SQLite sort every id in
+/// memory first (0.1 GB at a million users).
 async fn stored_ids_not_in(
     transaction: &mut sqlx::Transaction<'_, Sqlite>,
     connection_id: i64,
     snapshot: &SourceSnapshot,
 ) -> Result<Vec<String>, StoreError> {
-    use futures_util::TryStreamExt;
-    let sql = format!(
-        "SELECT group_concat(entra_id, char(10)) FROM source_users WHERE connection_id = ? \
-         GROUP BY rowid / {ROWS_PER_READ}"
-    );
-    let mut chunks = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-        .bind(connection_id)
-        .fetch(&mut **transaction);
     let mut gone = Vec::new();
-    // Entra ids are GUIDs: no line break inside one.
-    while let Some(chunk) = chunks.try_next().await.doing("replacing the source snapshot")? {
+    let mut after = String::new();
+    loop {
+        let page: (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT group_concat(entra_id, char(10)), max(entra_id) FROM \
+             (SELECT entra_id FROM source_users WHERE connection_id = ? AND entra_id > ? \
+              ORDER BY entra_id LIMIT ?)",
+        )
+        .bind(connection_id)
+        .bind(&after)
+        .bind(ROWS_PER_READ)
+        .fetch_one(&mut **transaction)
+        .await
+        .doing("replacing the source snapshot")?;
+        let (Some(ids), Some(last)) = page else {
+            return Ok(gone);
+        };
+        // Entra ids are GUIDs: no line break inside one.
         gone.extend(
-            chunk
-                .split('\n')
+            ids.split('\n')
                 .filter(|id| !snapshot.users.contains_key(*id))
                 .map(str::to_owned),
         );
+        after = last;
     }
-    Ok(gone)
 }
 
 /// Snapshot objects keyed by their Entra id.
@@ -1590,5 +1598,23 @@ mod tests {
             .expect("the connection");
         assert_eq!(state.users_delta_link.as_deref(), Some("users-2"));
         assert_eq!(state.groups_delta_link.as_deref(), Some("groups-2"));
+        // The stored ids are compared a page of `ROWS_PER_READ` at a time: users gone from the
+        // first page, the last and one at a page's edge all go.
+        let count = 2 * ROWS_PER_READ as usize + 1;
+        let ids: Vec<String> = (0..count).map(|index| format!("u-{index:05}")).collect();
+        let many: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "Clerk")).collect();
+        save_whole_read(&store, state.id, &snapshot(&many, &[]), &links("3")).await;
+        let edge = ROWS_PER_READ as usize;
+        let fewer: Vec<(&str, &str)> = many
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| ![0, edge - 1, edge, count - 1].contains(index))
+            .map(|(_, user)| *user)
+            .collect();
+        save_whole_read(&store, state.id, &snapshot(&fewer, &[]), &links("4")).await;
+        assert_eq!(
+            store.load_snapshot(state.id).await.expect("the snapshot"),
+            snapshot(&fewer, &[])
+        );
     }
 }
