@@ -1,9 +1,9 @@
-//! A directory user's attributes, packed: every value in one string, found by its end offset.
+//! A directory user's attributes, packed: every value in one string (see [`crate::packed`]).
 //!
 //! A first sync plans a `CreateUser` for each of a million users and a re-sync loads a million
 //! directory users, each with about sixteen attributes. As a `BTreeMap<Field, String>` that was
 //! three tree nodes and sixteen strings a user (about 1.3 KB); packed it is two allocations
-//! holding the bytes themselves and one offset a value.
+//! holding the bytes themselves and four more a value.
 
 use std::fmt;
 
@@ -11,15 +11,13 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::map::Field;
+use crate::packed::Packed;
 
 /// A directory user's attributes; a field that is absent is unset. Iterates in [`Field`] order.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Attributes {
-    /// Bit `field as u32` is set when the field has a value (which may be empty).
-    present: u32,
-    /// Where each present field's value ends in `text`, in field order.
-    ends: Box<[u32]>,
-    text: Box<str>,
+    /// One value a field that has one, tagged `field as u32`.
+    values: Packed,
 }
 
 /// One slot a field, in [`Field::ALL`] order: the unpacked form, for building and editing.
@@ -33,31 +31,24 @@ impl Attributes {
 
     /// The field's value, if it has one.
     pub fn get(&self, field: Field) -> Option<&str> {
-        let bit = 1u32 << field as u32;
-        if self.present & bit == 0 {
-            return None;
-        }
-        let index = (self.present & (bit - 1)).count_ones() as usize;
-        Some(self.value(index))
+        self.values.values(field as u32).next()
     }
 
     /// The fields that have a value, with it, in [`Field`] order.
     pub fn iter(&self) -> impl Iterator<Item = (Field, &str)> {
-        Field::ALL
-            .into_iter()
-            .filter(|&field| self.present & (1u32 << field as u32) != 0)
-            .enumerate()
-            .map(|(index, field)| (field, self.value(index)))
+        self.values
+            .iter()
+            .map(|(tag, value)| (Field::ALL[tag as usize], value))
     }
 
     /// How many fields have a value.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.values.len()
     }
 
     /// Whether no field has a value.
     pub fn is_empty(&self) -> bool {
-        self.present == 0
+        self.len() == 0
     }
 
     /// Sets a field's value, returning the one it replaces.
@@ -95,14 +86,6 @@ impl Attributes {
         }
     }
 
-    fn value(&self, index: usize) -> &str {
-        let start = match index {
-            0 => 0,
-            _ => self.ends[index - 1] as usize,
-        };
-        &self.text[start..self.ends[index] as usize]
-    }
-
     fn slots(&self) -> Slots<'_> {
         let mut slots: Slots<'_> = [None; Field::ALL.len()];
         for (field, value) in self.iter() {
@@ -112,21 +95,13 @@ impl Attributes {
     }
 
     fn pack(slots: &Slots<'_>) -> Self {
-        let mut present = 0u32;
-        let mut ends = Vec::with_capacity(slots.iter().flatten().count());
-        let mut text = String::with_capacity(slots.iter().flatten().map(|value| value.len()).sum());
-        for (field, value) in Field::ALL.into_iter().zip(slots) {
-            if let Some(value) = value {
-                present |= 1u32 << field as u32;
-                text.push_str(value);
-                // Attribute values come from Entra, whose longest property is a few KB.
-                ends.push(u32::try_from(text.len()).expect("a user's attributes hold less than 4 GiB"));
-            }
-        }
+        let values = Field::ALL
+            .into_iter()
+            .zip(slots)
+            .filter_map(|(field, value)| Some((field as u32, (*value)?)))
+            .collect();
         Attributes {
-            present,
-            ends: ends.into_boxed_slice(),
-            text: text.into_boxed_str(),
+            values: Packed::new(values),
         }
     }
 }

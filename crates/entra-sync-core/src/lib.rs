@@ -13,6 +13,7 @@ pub mod guard;
 pub mod map;
 pub mod model;
 pub mod narrow;
+mod packed;
 pub mod plan;
 pub mod policy;
 pub mod scope;

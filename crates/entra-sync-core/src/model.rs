@@ -10,6 +10,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::delta::{Patch, RemovalReason};
+use crate::packed::Packed;
 
 /// An Entra object id (a GUID string, kept as Graph sends it).
 pub type EntraId = String;
@@ -122,22 +123,17 @@ impl UserProperty {
 
 /// An Entra user as folded from delta entries. An unset property has no value.
 ///
-/// The string properties are packed into one string with an entry a value (its property and
-/// where it ends): a snapshot holds every user of the tenant, and as nineteen separate strings
-/// and lists a user took about a kilobyte, most of it allocation headers and empty slots.
+/// The string properties are packed in one string (see [`crate::packed`]): a snapshot holds
+/// every user of the tenant, and as nineteen separate strings and lists a user took about a
+/// kilobyte, most of it allocation headers and empty slots.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct EntraUser {
     pub id: EntraId,
     pub presence: Presence,
     pub account_enabled: Option<bool>,
-    /// One entry a value, in property order: the property in the low [`PROPERTY_BITS`] bits,
-    /// the value's end in `text` above them.
-    entries: Box<[u32]>,
-    text: Box<str>,
+    /// The string properties' values, tagged `property as u32`.
+    properties: Packed,
 }
-
-/// The bits of an entry that name its property.
-const PROPERTY_BITS: u32 = 5;
 
 impl EntraUser {
     /// A user with this id, present, with no properties.
@@ -156,8 +152,7 @@ impl EntraUser {
             .filter(|&(held, _)| held != property || property.is_list())
             .collect();
         values.extend(value.into().map(|value| (property, value)));
-        let packed = packed(values);
-        self.store(packed);
+        self.properties = packed(values);
         self
     }
 
@@ -168,26 +163,20 @@ impl EntraUser {
 
     /// The values a property holds, in order: none, one, or a list's items.
     pub fn values(&self, property: UserProperty) -> impl Iterator<Item = &str> {
-        let first = self
-            .entries
-            .partition_point(|&entry| entry_property(entry) < property as u32);
-        (first..self.entries.len())
-            .take_while(move |&index| entry_property(self.entries[index]) == property as u32)
-            .map(|index| self.value(index))
+        self.properties.values(property as u32)
     }
 
     /// Every value with its property, in property order.
     pub fn values_all(&self) -> impl Iterator<Item = (UserProperty, &str)> {
-        (0..self.entries.len()).map(|index| {
-            let property = UserProperty::ALL[entry_property(self.entries[index]) as usize];
-            (property, self.value(index))
-        })
+        self.properties
+            .iter()
+            .map(|(tag, value)| (UserProperty::ALL[tag as usize], value))
     }
 
     /// Applies one patch a property (indexed as [`UserProperty::ALL`]): an absent patch keeps
     /// the values, a cleared one drops them, a set one replaces them.
     pub fn patch(&mut self, patches: &[Patch<Vec<String>>; UserProperty::ALL.len()]) {
-        let mut values: Vec<(UserProperty, &str)> = Vec::with_capacity(self.entries.len() + 4);
+        let mut values: Vec<(UserProperty, &str)> = Vec::with_capacity(self.properties.len() + 4);
         for (property, patch) in UserProperty::ALL.into_iter().zip(patches) {
             match patch {
                 Patch::Absent => values.extend(self.values(property).map(|value| (property, value))),
@@ -195,8 +184,7 @@ impl EntraUser {
                 Patch::Set(set) => values.extend(set.iter().map(|value| (property, value.as_str()))),
             }
         }
-        let packed = packed(values);
-        self.store(packed);
+        self.properties = packed(values);
     }
 
     pub fn user_principal_name(&self) -> Option<&str> {
@@ -275,46 +263,15 @@ impl EntraUser {
     pub fn assigned_licenses(&self) -> impl Iterator<Item = &str> {
         self.values(UserProperty::AssignedLicenses)
     }
-
-    fn value(&self, index: usize) -> &str {
-        let start = match index {
-            0 => 0,
-            _ => entry_end(self.entries[index - 1]),
-        };
-        &self.text[start..entry_end(self.entries[index])]
-    }
-
-    fn store(&mut self, (entries, text): (Box<[u32]>, Box<str>)) {
-        self.entries = entries;
-        self.text = text;
-    }
 }
 
-fn entry_property(entry: u32) -> u32 {
-    entry & ((1 << PROPERTY_BITS) - 1)
-}
-
-fn entry_end(entry: u32) -> usize {
-    (entry >> PROPERTY_BITS) as usize
-}
-
-/// Packs values given in any order of properties (a list's items keep theirs).
-fn packed(mut values: Vec<(UserProperty, &str)>) -> (Box<[u32]>, Box<str>) {
-    values.sort_by_key(|&(property, _)| property);
-    let mut text = String::with_capacity(values.iter().map(|(_, value)| value.len()).sum());
-    let entries: Vec<u32> = values
-        .iter()
-        .map(|&(property, value)| {
-            text.push_str(value);
-            // Entra's properties are a few hundred bytes at most: far below 128 MiB a user.
-            let end = u32::try_from(text.len())
-                .ok()
-                .filter(|end| end.leading_zeros() >= PROPERTY_BITS)
-                .expect("a user's properties hold less than 128 MiB");
-            (end << PROPERTY_BITS) | property as u32
-        })
-        .collect();
-    (entries.into_boxed_slice(), text.into_boxed_str())
+fn packed(values: Vec<(UserProperty, &str)>) -> Packed {
+    Packed::new(
+        values
+            .into_iter()
+            .map(|(property, value)| (property as u32, value))
+            .collect(),
+    )
 }
 
 impl fmt::Debug for EntraUser {
@@ -392,12 +349,12 @@ impl<'de> Deserialize<'de> for EntraUser {
                         },
                     }
                 }
-                user.store(packed(
+                user.properties = packed(
                     values
                         .iter()
                         .map(|(property, value)| (*property, value.as_str()))
                         .collect(),
-                ));
+                );
                 Ok(user)
             }
         }
