@@ -29,6 +29,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
 }
 
 impl<T> Patch<T> {
+    /// The patch with its value borrowed.
+    pub fn as_ref(&self) -> Patch<&T> {
+        match self {
+            Patch::Absent => Patch::Absent,
+            Patch::Cleared => Patch::Cleared,
+            Patch::Set(value) => Patch::Set(value),
+        }
+    }
+
     /// Converts a carried value, keeping absent and cleared as they are.
     pub fn map<U>(self, convert: impl FnOnce(T) -> U) -> Patch<U> {
         match self {

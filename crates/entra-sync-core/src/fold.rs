@@ -101,28 +101,34 @@ fn drop_member_edges(snapshot: &mut SourceSnapshot, removed: &BTreeSet<EntraId>,
 }
 
 fn apply_user(user: &mut EntraUser, entry: UserDelta) {
-    let one = |patch: Patch<String>| patch.map(|value| vec![value]);
+    let licenses = entry.assigned_licenses.map(sku_ids);
+    fn one(patch: &Patch<String>) -> Patch<&[String]> {
+        patch.as_ref().map(std::slice::from_ref)
+    }
+    fn list(patch: &Patch<Vec<String>>) -> Patch<&[String]> {
+        patch.as_ref().map(Vec::as_slice)
+    }
     // In `UserProperty::ALL` order.
     user.patch(&[
-        one(entry.user_principal_name),
-        one(entry.mail),
-        one(entry.display_name),
-        one(entry.given_name),
-        one(entry.surname),
-        one(entry.job_title),
-        one(entry.department),
-        one(entry.company_name),
-        one(entry.office_location),
-        one(entry.street_address),
-        one(entry.city),
-        one(entry.state),
-        one(entry.postal_code),
-        one(entry.country),
-        entry.business_phones,
-        one(entry.mobile_phone),
-        one(entry.employee_id),
-        one(entry.user_type),
-        entry.assigned_licenses.map(sku_ids),
+        one(&entry.user_principal_name),
+        one(&entry.mail),
+        one(&entry.display_name),
+        one(&entry.given_name),
+        one(&entry.surname),
+        one(&entry.job_title),
+        one(&entry.department),
+        one(&entry.company_name),
+        one(&entry.office_location),
+        one(&entry.street_address),
+        one(&entry.city),
+        one(&entry.state),
+        one(&entry.postal_code),
+        one(&entry.country),
+        list(&entry.business_phones),
+        one(&entry.mobile_phone),
+        one(&entry.employee_id),
+        one(&entry.user_type),
+        list(&licenses),
     ]);
     patch(&mut user.account_enabled, entry.account_enabled);
 }

@@ -2,7 +2,6 @@
 //! pages. Ordered maps keep plans and snapshot tests deterministic.
 
 use std::collections::{BTreeMap, BTreeSet};
-
 use std::fmt;
 
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -175,7 +174,7 @@ impl EntraUser {
 
     /// Applies one patch a property (indexed as [`UserProperty::ALL`]): an absent patch keeps
     /// the values, a cleared one drops them, a set one replaces them.
-    pub fn patch(&mut self, patches: &[Patch<Vec<String>>; UserProperty::ALL.len()]) {
+    pub fn patch(&mut self, patches: &[Patch<&[String]>; UserProperty::ALL.len()]) {
         let mut values: Vec<(UserProperty, &str)> = Vec::with_capacity(self.properties.len() + 4);
         for (property, patch) in UserProperty::ALL.into_iter().zip(patches) {
             match patch {
@@ -449,11 +448,16 @@ mod tests {
             .with(UserProperty::City, "Oslo")
             .with(UserProperty::BusinessPhones, "1")
             .with(UserProperty::BusinessPhones, "2");
-        let mut patches: [Patch<Vec<String>>; UserProperty::ALL.len()] = Default::default();
-        patches[UserProperty::Mail as usize] = Patch::Set(vec!["new@contoso.example".to_owned()]);
+        let (mail, phones, surname) = (
+            ["new@contoso.example".to_owned()],
+            ["3".to_owned()],
+            ["Vance".to_owned()],
+        );
+        let mut patches: [Patch<&[String]>; UserProperty::ALL.len()] = Default::default();
+        patches[UserProperty::Mail as usize] = Patch::Set(&mail);
         patches[UserProperty::City as usize] = Patch::Cleared;
-        patches[UserProperty::BusinessPhones as usize] = Patch::Set(vec!["3".to_owned()]);
-        patches[UserProperty::Surname as usize] = Patch::Set(vec!["Vance".to_owned()]);
+        patches[UserProperty::BusinessPhones as usize] = Patch::Set(&phones);
+        patches[UserProperty::Surname as usize] = Patch::Set(&surname);
         user.patch(&patches);
         assert_eq!(
             user.values_all().collect::<Vec<_>>(),
