@@ -451,7 +451,15 @@ impl Store {
         mark: &RunMark,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut transaction = self.pool.begin().await.doing("saving the source snapshot")?;
+        // Holding the write lock from the start: a whole read reads the stored ids before it
+        // writes, and in a deferred transaction another connection's commit in between (another
+        // connection's run, the welcome sender) would fail the first write with
+        // SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out.
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing("saving the source snapshot")?;
         let (users, groups): (Vec<&EntraUser>, Vec<&EntraGroup>) = match touched {
             SourceWrite::WholeRead => {
                 // The read's users are stored already (`SourceUsersWriter`): those it did not
@@ -1548,6 +1556,59 @@ mod tests {
             )
             .await
             .expect("the snapshot is saved");
+    }
+
+    /// A whole read reads the stored ids before it writes; another connection committing
+    /// meanwhile (another tenant's run) makes it wait, never fail.
+    #[tokio::test]
+    async fn a_whole_read_commits_while_another_connection_writes() {
+        let data = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(data.path()).await.expect("the store opens");
+        let state = store
+            .connection_state("contoso", "Contoso", crate::clock::now())
+            .await
+            .expect("a connection");
+        let snapshot = SourceSnapshot {
+            users: (0..2 * ROWS_PER_READ)
+                .map(|index| {
+                    let user = EntraUser::new(format!("u-{index:05}"));
+                    (user.id.clone(), user)
+                })
+                .collect(),
+            groups: Default::default(),
+        };
+        save_whole_read(&store, state.id, &snapshot, &DeltaLinks::default()).await;
+        sqlx::query("CREATE TABLE scratch (at INTEGER)")
+            .execute(&store.pool)
+            .await
+            .expect("a scratch table");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = tokio::spawn({
+            let (pool, stop) = (store.pool.clone(), stop.clone());
+            async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sqlx::query("INSERT INTO scratch (at) VALUES (1)")
+                        .execute(&pool)
+                        .await
+                        .expect("the other connection writes");
+                }
+            }
+        });
+        for round in 0..10 {
+            let committed = store
+                .commit_source(
+                    state.id,
+                    &snapshot,
+                    SourceWrite::WholeRead,
+                    &DeltaLinks::default(),
+                    &RunMark::default(),
+                    crate::clock::now(),
+                )
+                .await;
+            assert!(committed.is_ok(), "round {round}: {committed:?}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        other.await.expect("the other writer stops");
     }
 
     /// A whole read replaces the stored snapshot: users and groups it did not read are gone,
