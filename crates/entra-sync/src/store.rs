@@ -1440,6 +1440,18 @@ mod tests {
 
     use super::*;
 
+    /// A store in a temporary folder with one connection, "contoso"; the folder lives as long
+    /// as the first value.
+    async fn store_with_connection() -> (tempfile::TempDir, Store, ConnectionState) {
+        let data = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(data.path()).await.expect("the store opens");
+        let state = store
+            .connection_state("contoso", "Contoso", crate::clock::now())
+            .await
+            .expect("a connection");
+        (data, store, state)
+    }
+
     /// A background checkpoint copies the WAL's committed pages into the database file, and only
     /// one runs at a time.
     #[tokio::test]
@@ -1508,12 +1520,7 @@ mod tests {
     /// deleted in Entra are not, whatever their values hold.
     #[tokio::test]
     async fn present_snapshot_users_are_counted_by_their_stored_presence() {
-        let data = tempfile::tempdir().expect("a temp dir");
-        let store = Store::open(data.path()).await.expect("the store opens");
-        let state = store
-            .connection_state("contoso", "Contoso", crate::clock::now())
-            .await
-            .expect("a connection");
+        let (_data, store, state) = store_with_connection().await;
         let user = |id: &str, presence: Presence| {
             let mut user = EntraUser::new(id).with(UserProperty::JobTitle, r#"says "presence":"present""#);
             user.presence = presence;
@@ -1562,12 +1569,7 @@ mod tests {
     /// meanwhile (another tenant's run) makes it wait, never fail.
     #[tokio::test]
     async fn a_whole_read_commits_while_another_connection_writes() {
-        let data = tempfile::tempdir().expect("a temp dir");
-        let store = Store::open(data.path()).await.expect("the store opens");
-        let state = store
-            .connection_state("contoso", "Contoso", crate::clock::now())
-            .await
-            .expect("a connection");
+        let (_data, store, state) = store_with_connection().await;
         let snapshot = SourceSnapshot {
             users: (0..2 * ROWS_PER_READ)
                 .map(|index| {
@@ -1615,12 +1617,7 @@ mod tests {
     /// those it read hold what it read, and the delta links are its own.
     #[tokio::test]
     async fn a_whole_read_replaces_the_stored_snapshot() {
-        let data = tempfile::tempdir().expect("a temp dir");
-        let store = Store::open(data.path()).await.expect("the store opens");
-        let state = store
-            .connection_state("contoso", "Contoso", crate::clock::now())
-            .await
-            .expect("a connection");
+        let (_data, store, state) = store_with_connection().await;
         let snapshot = |users: &[(&str, &str)], groups: &[&str]| SourceSnapshot {
             users: users
                 .iter()
