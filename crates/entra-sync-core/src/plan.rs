@@ -1089,18 +1089,18 @@ impl<'a> Sharers<'a> {
 }
 
 /// The lowercase values a new user is matched by, in `match_existing_by` order.
-fn match_keys(policy: &Policy, user: &EntraUser, attributes: &Attributes) -> Vec<(MatchBy, String)> {
-    policy
-        .match_existing_by
-        .iter()
-        .filter_map(|&by| {
-            let value = match by {
-                MatchBy::Email => attributes.get(Field::Email),
-                MatchBy::Upn => user.user_principal_name().and_then(clean),
-            };
-            Some((by, value?.to_lowercase()))
-        })
-        .collect()
+fn match_keys<'v>(
+    policy: &'v Policy,
+    user: &'v EntraUser,
+    attributes: &'v Attributes,
+) -> impl Iterator<Item = (MatchBy, String)> + 'v {
+    policy.match_existing_by.iter().filter_map(|&by| {
+        let value = match by {
+            MatchBy::Email => attributes.get(Field::Email),
+            MatchBy::Upn => user.user_principal_name().and_then(clean),
+        };
+        Some((by, value?.to_lowercase()))
+    })
 }
 
 /// The lowercase values `user` would be matched by were it new: a partial read loads the
@@ -1109,7 +1109,6 @@ fn match_keys(policy: &Policy, user: &EntraUser, attributes: &Attributes) -> Vec
 pub fn match_values(user: &EntraUser, policy: &Policy) -> Vec<String> {
     match map_user(user) {
         Ok(attributes) => match_keys(policy, user, &attributes)
-            .into_iter()
             .map(|(_, value)| value)
             .collect(),
         Err(_) => Vec::new(),
