@@ -72,7 +72,7 @@ pub fn explain(
     target: &TargetState,
     policy: &Policy,
 ) -> Explanation {
-    let scope = ScopeIndex::new(&policy.scope, source).decide(user);
+    let scope = ScopeIndex::new(&policy.scope, &source.groups).decide(user);
     let directory = target
         .users
         .iter()

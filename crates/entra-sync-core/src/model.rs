@@ -143,6 +143,12 @@ impl EntraUser {
         }
     }
 
+    /// Lets go of the string properties, keeping the id, presence and account state: what a
+    /// whole read's commit and the planner's later steps still ask of a user once it is planned.
+    pub fn clear_properties(&mut self) {
+        self.properties = Packed::default();
+    }
+
     /// The user with `property` set to `value`, or unset by `None`; a list property gets the
     /// value added. For building users in tests and tools.
     pub fn with<'v>(mut self, property: UserProperty, value: impl Into<Option<&'v str>>) -> Self {

@@ -1,13 +1,13 @@
 //! Who is synced: a policy's scope sections decided per user, with the rule that decided it, so
 //! that the plan and `explain` give the same answer for the same reason.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use serde::Serialize;
 
 use crate::map::clean;
-use crate::model::{EntraUser, Presence, SourceSnapshot};
+use crate::model::{EntraGroup, EntraId, EntraUser, Presence};
 use crate::policy::{GroupMembership, Scope};
 
 /// Whether a user is in scope, and why.
@@ -40,9 +40,8 @@ impl ScopeDecision {
 impl<'a> ScopeIndex<'a> {
     /// Resolves the scope's groups. A transitive walk remembers the groups it visited, so a cycle
     /// of nested groups ends it.
-    pub fn new(scope: &'a Scope, source: &'a SourceSnapshot) -> ScopeIndex<'a> {
-        let named_groups: BTreeSet<&str> = source
-            .groups
+    pub fn new(scope: &'a Scope, groups: &'a BTreeMap<EntraId, EntraGroup>) -> ScopeIndex<'a> {
+        let named_groups: BTreeSet<&str> = groups
             .values()
             .filter(|group| group.presence == Presence::Present)
             .filter(|group| {
@@ -62,7 +61,7 @@ impl<'a> ScopeIndex<'a> {
         let mut visited: BTreeSet<&str> = named_groups.clone();
         let mut queue: VecDeque<&str> = named_groups.iter().copied().collect();
         while let Some(id) = queue.pop_front() {
-            let Some(group) = source.groups.get(id) else {
+            let Some(group) = groups.get(id) else {
                 continue;
             };
             if group.presence != Presence::Present {
@@ -202,13 +201,13 @@ mod tests {
     use expect_test::{Expect, expect};
 
     use super::*;
-    use crate::model::EntraGroup;
+    use crate::model::SourceSnapshot;
 
     /// Decides every user of `users` (snapshot JSON) under `scope` (JSON), one line each.
     fn check(scope: &str, expect: Expect) {
         let scope: Scope = serde_json::from_str(scope).expect("scope parses");
         let source = source();
-        let index = ScopeIndex::new(&scope, &source);
+        let index = ScopeIndex::new(&scope, &source.groups);
         let decided: Vec<(&str, ScopeDecision)> = source
             .users
             .values()

@@ -9,7 +9,9 @@ use entra_sync_core::delta::{GroupDelta, UserDelta};
 use entra_sync_core::fold::{Touched, fold_groups, fold_users};
 use entra_sync_core::guard::{self, ReadHealth};
 use entra_sync_core::model::{EntraGroup, EntraId, EntraUser, Presence, SourceSnapshot};
-use entra_sync_core::plan::{Conflict, Plan, PlanCounts, match_values, plan_after_read};
+use entra_sync_core::plan::{
+    Conflict, Plan, PlanCounts, match_values, plan_after_read, plan_after_read_releasing,
+};
 use entra_sync_core::policy::{MatchBy, Policy};
 use entra_sync_core::scope::ScopeIndex;
 use entra_sync_core::target::TargetState;
@@ -429,7 +431,20 @@ async fn execute(
         complete: fetched.stopped.is_none(),
         users_read,
     };
-    let plan = plan_after_read(&snapshot, &target_state, &connection.policy, &read, clock::now());
+    // A full round's users are stored already and its commit needs only their ids: the planner
+    // lets go of each user's properties once it is planned, so that they and the plan's copy of
+    // them are never both whole (about 0.4 GB less at a million new users).
+    let plan = if full {
+        plan_after_read_releasing(
+            &mut snapshot,
+            &target_state,
+            &connection.policy,
+            &read,
+            clock::now(),
+        )
+    } else {
+        plan_after_read(&snapshot, &target_state, &connection.policy, &read, clock::now())
+    };
     summary.counts = plan.counts();
     summary.conflict_details = plan.conflicts.clone();
     tracing::debug!(
@@ -448,15 +463,8 @@ async fn execute(
         state.last_good_users,
         &connection.policy,
     );
-    // Neither is read again: the apply works from the plan, and a full round's users are stored
-    // already, so its commit needs only the ids the read named (and the groups). At a million
-    // users that gives back about half a gigabyte for the length of the apply.
+    // Not read again: the apply works from the plan.
     drop(target_state);
-    if full {
-        for user in snapshot.users.values_mut() {
-            *user = EntraUser::new(std::mem::take(&mut user.id));
-        }
-    }
     summary.guards = verdict
         .tripped
         .iter()
@@ -653,7 +661,7 @@ struct ScopeGroups {
 
 impl ScopeGroups {
     fn of(policy: &Policy, snapshot: &SourceSnapshot) -> ScopeGroups {
-        let index = ScopeIndex::new(&policy.scope, snapshot);
+        let index = ScopeIndex::new(&policy.scope, &snapshot.groups);
         ScopeGroups {
             members: index.group_members().iter().map(|id| (*id).to_owned()).collect(),
             named: index.named_groups().iter().map(|id| (*id).to_owned()).collect(),
