@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entra_sync_core::fold::Touched;
-use entra_sync_core::model::{EntraGroup, EntraUser, SourceSnapshot};
+use entra_sync_core::model::{EntraGroup, EntraId, EntraUser, SourceSnapshot};
 use entra_sync_core::plan::{Action, Conflict, Plan, PlanCounts};
 use serde::Serialize;
 use sqlx::sqlite::{
@@ -461,12 +461,12 @@ impl Store {
             .await
             .doing("saving the source snapshot")?;
         let (users, groups): (Vec<&EntraUser>, Vec<&EntraGroup>) = match touched {
-            SourceWrite::WholeRead => {
+            SourceWrite::WholeRead(read) => {
                 // The read's users are stored already (`SourceUsersWriter`): those it did not
                 // name are gone from the tenant. Found by reading the stored ids against the
                 // snapshot rather than handing SQLite every id the read named, which at a
                 // million users was a 40 MB argument and a set as big inside SQLite.
-                let gone = stored_ids_not_in(&mut transaction, connection_id, snapshot).await?;
+                let gone = stored_ids_not_in(&mut transaction, connection_id, read).await?;
                 sqlx::query(
                     "DELETE FROM source_users WHERE connection_id = ? \
                      AND entra_id IN (SELECT value FROM json_each(?))",
@@ -498,7 +498,7 @@ impl Store {
         };
         upsert_source_rows(&mut transaction, "source_users", connection_id, &users).await?;
         upsert_source_rows(&mut transaction, "source_groups", connection_id, &groups).await?;
-        let full = matches!(touched, SourceWrite::WholeRead);
+        let full = matches!(touched, SourceWrite::WholeRead(_));
         sqlx::query(
             "UPDATE connections SET users_delta_link = ?, groups_delta_link = ?, delta_links_at = ?, \
              last_full_at = CASE WHEN ? THEN ? ELSE last_full_at END, needs_replan = ?, \
@@ -1107,9 +1107,10 @@ fn user_record(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError> 
 /// Which part of the snapshot a commit writes.
 #[derive(Debug, Clone, Copy)]
 pub enum SourceWrite<'a> {
-    /// A full round whose users a [`SourceUsersWriter`] stored as they were read: the stored
-    /// users it did not read are deleted, and its groups replace the stored ones.
-    WholeRead,
+    /// A full round whose users a [`SourceUsersWriter`] stored as they were read, named here by
+    /// their ids in order (the snapshot's users are not needed again): the stored users it did
+    /// not read are deleted, and the snapshot's groups replace the stored ones.
+    WholeRead(&'a [EntraId]),
     /// A delta round: only these objects changed.
     Touched(&'a Touched),
 }
@@ -1290,14 +1291,14 @@ async fn upsert_source_rows<T: Serialize + HasEntraId>(
     .await
 }
 
-/// The ids of `connection_id`'s stored snapshot users that `snapshot` does not hold, read
+/// The ids of `connection_id`'s stored snapshot users that `read` (in order) does not hold, read
 /// `ROWS_PER_READ` ids a query from the `(connection_id, entra_id)` index alone. Paged by id
 /// rather than grouped in one query: a `GROUP BY` over the table had SQLite sort every id in
 /// memory first (0.1 GB at a million users).
 async fn stored_ids_not_in(
     transaction: &mut sqlx::Transaction<'_, Sqlite>,
     connection_id: i64,
-    snapshot: &SourceSnapshot,
+    read: &[EntraId],
 ) -> Result<Vec<String>, StoreError> {
     let mut gone = Vec::new();
     let mut after = String::new();
@@ -1319,7 +1320,7 @@ async fn stored_ids_not_in(
         // Entra ids are GUIDs: no line break inside one.
         gone.extend(
             ids.split('\n')
-                .filter(|id| !snapshot.users.contains_key(*id))
+                .filter(|id| read.binary_search_by(|read| read.as_str().cmp(id)).is_err())
                 .map(str::to_owned),
         );
         after = last;
@@ -1556,7 +1557,7 @@ mod tests {
             .commit_source(
                 connection_id,
                 snapshot,
-                SourceWrite::WholeRead,
+                SourceWrite::WholeRead(&snapshot.users.keys().cloned().collect::<Vec<_>>()),
                 links,
                 &RunMark::default(),
                 crate::clock::now(),
@@ -1580,6 +1581,7 @@ mod tests {
             groups: Default::default(),
         };
         save_whole_read(&store, state.id, &snapshot, &DeltaLinks::default()).await;
+        let read: Vec<EntraId> = snapshot.users.keys().cloned().collect();
         sqlx::query("CREATE TABLE scratch (at INTEGER)")
             .execute(&store.pool)
             .await
@@ -1601,7 +1603,7 @@ mod tests {
                 .commit_source(
                     state.id,
                     &snapshot,
-                    SourceWrite::WholeRead,
+                    SourceWrite::WholeRead(&read),
                     &DeltaLinks::default(),
                     &RunMark::default(),
                     crate::clock::now(),

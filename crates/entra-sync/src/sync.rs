@@ -463,8 +463,14 @@ async fn execute(
         state.last_good_users,
         &connection.policy,
     );
-    // Not read again: the apply works from the plan.
+    // Not read again: the apply works from the plan, and a full round's commit needs only the
+    // ids its read named (its users are stored already): a list of them is less than half of
+    // the map of released users.
     drop(target_state);
+    let read_users: Vec<EntraId> = match full {
+        true => std::mem::take(&mut snapshot.users).into_keys().collect(),
+        false => Vec::new(),
+    };
     summary.guards = verdict
         .tripped
         .iter()
@@ -503,7 +509,7 @@ async fn execute(
     );
     let phase = Instant::now();
     let write = if full {
-        SourceWrite::WholeRead
+        SourceWrite::WholeRead(&read_users)
     } else {
         SourceWrite::Touched(&touched)
     };
