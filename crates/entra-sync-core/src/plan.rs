@@ -494,12 +494,14 @@ struct Planner<'a> {
     /// Directory users the sync owns, sorted by Entra id. A sorted list rather than a map: the
     /// users pass merges it with the snapshot's ordered users, which costs no lookups.
     linked: Vec<(&'a str, &'a DirectoryUser)>,
-    /// Entra users this plan links or creates; with `linked`, the users in the directory once
-    /// the plan is applied. The sets of users are only asked whether they hold one: hash sets
-    /// with a fast hash, since a first sync puts a million users in some of them.
-    joined: HashSet<&'a str>,
-    /// Entra users this plan creates: their department is in their `CreateUser`.
-    created: HashSet<&'a str>,
+    /// Entra users this plan links or creates, in order; with `linked`, the users in the
+    /// directory once the plan is applied. Sorted lists, since newcomers are planned in id
+    /// order: a first sync puts a million users in them, and a hash set of a million ids took
+    /// twice the room.
+    joined: Vec<&'a str>,
+    /// Entra users this plan creates, in order: their department is in their `CreateUser`.
+    created: Vec<&'a str>,
+    /// The sets below are only asked whether they hold one: hash sets with a fast hash.
     /// Directory users claimed by a link in this plan, so two Entra users never link to one.
     claimed: BTreeSet<DirectoryId>,
     /// Linked users out of scope and kept: the sync changes nothing of theirs, memberships included.
@@ -574,8 +576,8 @@ impl<'a> Planner<'a> {
             now,
             scope: ScopeIndex::new(&policy.scope, groups),
             linked,
-            joined: HashSet::default(),
-            created: HashSet::default(),
+            joined: Vec::new(),
+            created: Vec::new(),
             claimed: BTreeSet::new(),
             frozen: HashSet::default(),
             removed: HashSet::default(),
@@ -616,9 +618,12 @@ impl<'a> Planner<'a> {
         // for both whichever comes first. Their keys go in one list, `key_ends[i]` closing the
         // i-th newcomer's: a list of its own per newcomer was two allocations each, at a
         // million newcomers.
-        let mut newcomers: Vec<Newcomer> = Vec::new();
-        let mut keys: Vec<(MatchBy, String)> = Vec::new();
-        let mut key_ends: Vec<usize> = Vec::new();
+        // Room for every user to be one, reserved once: room never written to is address
+        // space, and growing the lists copied them, old beside new, at the plan's peak.
+        let most = users.size_hint().0;
+        let mut newcomers: Vec<Newcomer> = Vec::with_capacity(most);
+        let mut keys: Vec<(MatchBy, String)> = Vec::with_capacity(most * self.policy.match_existing_by.len());
+        let mut key_ends: Vec<usize> = Vec::with_capacity(most);
         let mut cursor = 0;
         for (id, user) in users {
             self.ids.push(id);
@@ -669,37 +674,43 @@ impl<'a> Planner<'a> {
         }
         let keys_of =
             |index: usize| &keys[index.checked_sub(1).map_or(0, |before| key_ends[before])..key_ends[index]];
-        // Hash maps: they are only asked for a key, and with a million newcomers each lookup in
-        // a tree of emails missed the cache at every level (a tenth of the plan's time). With
-        // foldhash's hash rather than the standard SipHash, which was another tenth.
-        let mut sharers: HashMap<&(MatchBy, String), Sharers> = HashMap::default();
-        for (index, newcomer) in newcomers.iter().enumerate() {
-            for key in keys_of(index) {
-                sharers
-                    .entry(key)
-                    .and_modify(|sharing| sharing.add(newcomer.id))
-                    .or_insert(Sharers::One(newcomer.id));
+        // The keys in key order (ties by newcomer), so that the newcomers sharing one sit side
+        // by side: a hash map of every key was 50 MB at a million newcomers, at the plan's peak.
+        let mut in_order: Vec<usize> = (0..keys.len()).collect();
+        in_order.sort_unstable_by(|&left, &right| keys[left].cmp(&keys[right]).then(left.cmp(&right)));
+        let holder = |key: usize| newcomers[key_ends.partition_point(|&end| end <= key)].id;
+        // Hash maps: they are only asked for a key. With foldhash's hash rather than the
+        // standard SipHash, which was a tenth of a million-user plan's time.
+        let mut shared: HashMap<&(MatchBy, String), Vec<&str>> = HashMap::default();
+        for run in in_order.chunk_by(|&left, &right| keys[left] == keys[right]) {
+            if let [first, _, ..] = run {
+                shared.insert(&keys[*first], run.iter().map(|&key| holder(key)).collect());
             }
         }
         // Directory users by key, limited to the keys of new users: a run without new users does
         // not index the directory at all.
         let mut by_key: HashMap<&(MatchBy, String), Vec<&DirectoryUser>> = HashMap::default();
-        if !sharers.is_empty() {
+        if !keys.is_empty() {
             for directory_user in &target.users {
                 for &by in &self.policy.match_existing_by {
                     for value in directory_keys(directory_user, by) {
-                        if let Some((&key, _)) = sharers.get_key_value(&(by, value)) {
-                            let users = by_key.entry(key).or_default();
-                            if users.last().is_none_or(|last| last.id != directory_user.id) {
-                                users.push(directory_user);
-                            }
+                        let key = (by, value);
+                        let Ok(found) = in_order.binary_search_by(|&held| keys[held].cmp(&key)) else {
+                            continue;
+                        };
+                        let users = by_key.entry(&keys[in_order[found]]).or_default();
+                        if users.last().is_none_or(|last| last.id != directory_user.id) {
+                            users.push(directory_user);
                         }
                     }
                 }
             }
         }
+        drop(in_order);
+        self.joined.reserve_exact(newcomers.len());
+        self.created.reserve_exact(newcomers.len());
         for (index, newcomer) in newcomers.into_iter().enumerate() {
-            self.plan_newcomer(newcomer, keys_of(index), &sharers, &by_key);
+            self.plan_newcomer(newcomer, keys_of(index), &shared, &by_key);
         }
     }
 
@@ -708,7 +719,7 @@ impl<'a> Planner<'a> {
         &mut self,
         newcomer: Newcomer<'a>,
         keys: &[(MatchBy, String)],
-        sharers: &HashMap<&(MatchBy, String), Sharers>,
+        shared: &HashMap<&(MatchBy, String), Vec<&str>>,
         by_key: &HashMap<&(MatchBy, String), Vec<&'a DirectoryUser>>,
     ) {
         for key in keys {
@@ -717,7 +728,7 @@ impl<'a> Planner<'a> {
                 MatchBy::Email => "email",
                 MatchBy::Upn => "upn",
             };
-            if let Some(Sharers::Several(sharing)) = sharers.get(key) {
+            if let Some(sharing) = shared.get(key) {
                 let reason = format!(
                     "{name} {value} is shared by {} Entra users ({}); none is created or linked",
                     sharing.len(),
@@ -771,8 +782,8 @@ impl<'a> Planner<'a> {
             ..
         } = newcomer;
         attributes.retain(|field, _| self.policy.field_setting(field) != FieldSetting::Never);
-        self.joined.insert(id);
-        self.created.insert(id);
+        self.joined.push(id);
+        self.created.push(id);
         self.departments.insert(id, department);
         self.plan.actions.push(Action::CreateUser {
             entra_id: id.to_owned(),
@@ -792,7 +803,7 @@ impl<'a> Planner<'a> {
             }
             ExistingUsers::Skip => Vec::new(),
         };
-        self.joined.insert(newcomer.id);
+        self.joined.push(newcomer.id);
         self.claimed.insert(directory_user.id);
         // A skipped existing user keeps its department on the link too.
         if self.policy.existing_users == ExistingUsers::Update {
@@ -1061,6 +1072,9 @@ impl<'a> Planner<'a> {
         let mut created: BTreeSet<String> = BTreeSet::new();
         let departments = std::mem::take(&mut self.departments);
         let names = std::mem::take(&mut self.department_names);
+        // Both in id order: the created users are found by walking them alongside.
+        let created_users = std::mem::take(&mut self.created);
+        let mut created_users = created_users.iter().peekable();
         for (&entra_id, &wanted) in &departments {
             let wanted = wanted.map(|index| names.name(index));
             let current = self.linked_user(entra_id).and_then(|user| user.department);
@@ -1078,7 +1092,8 @@ impl<'a> Planner<'a> {
                 },
                 None => None,
             };
-            if self.created.contains(entra_id) {
+            while created_users.next_if(|&&user| user < entra_id).is_some() {}
+            if created_users.next_if(|&&user| user == entra_id).is_some() {
                 // Its `CreateUser` names the department.
                 if let Some(wanted_id) = wanted_id {
                     *members.entry(wanted_id).or_default() += 1;
@@ -1137,7 +1152,7 @@ impl<'a> Planner<'a> {
                 .filter(|&id| {
                     let in_directory = match self.linked_user(id) {
                         Some(user) => user.status != UserStatus::Purged,
-                        None => self.joined.contains(id),
+                        None => self.joined.binary_search(&id).is_ok(),
                     };
                     in_directory
                         && !self.frozen.contains(id)
@@ -1210,21 +1225,6 @@ impl<'a> Planner<'a> {
                     });
                 }
             }
-        }
-    }
-}
-
-/// The new Entra users holding one match key: nearly always one, which needs no list.
-enum Sharers<'a> {
-    One(&'a str),
-    Several(Vec<&'a str>),
-}
-
-impl<'a> Sharers<'a> {
-    fn add(&mut self, entra_id: &'a str) {
-        match self {
-            Sharers::One(first) => *self = Sharers::Several(vec![*first, entra_id]),
-            Sharers::Several(sharing) => sharing.push(entra_id),
         }
     }
 }
