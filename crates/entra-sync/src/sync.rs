@@ -496,7 +496,7 @@ async fn execute(
     let total = plan.actions.len() as u64;
     let phase = Instant::now();
     summary.failed_actions = directory
-        .apply_plan(&plan.actions, summary.run_id, |done| {
+        .apply_plan(plan.actions, summary.run_id, |done| {
             progress(ProgressEvent::Applied {
                 done: done as u64,
                 total,
@@ -532,7 +532,6 @@ async fn execute(
         elapsed_ms = phase.elapsed().as_millis() as u64,
         "committed the snapshot and delta links"
     );
-    summary.plan = Some(plan);
     // After the commit: these slow, throttled reads never hold back what the run applied.
     if full && connection.microsoft_data {
         summary.warnings = crate::microsoft::refresh(store, client, state.id).await?;
@@ -844,22 +843,23 @@ pub async fn approve(
         .and_then(|connection| Welcome::for_connection(connection, Some(run_id)));
     let directory = Directory::new(store, stored.organization_id).with_welcome(welcome);
     directory.load().await?;
-    let failed_actions = directory.apply_plan(&stored.plan.actions, run_id, |_| {}).await?;
+    let counts = stored.plan.counts();
+    let failed_actions = directory.apply_plan(stored.plan.actions, run_id, |_| {}).await?;
     store.mark_approved(run_id, clock::now()).await?;
     Ok(RunSummary {
         run_id,
         connection: stored.connection,
         mode: "approved",
         status: "succeeded",
-        counts: stored.plan.counts(),
+        counts,
         graph_requests: 0,
         duration_ms: started.elapsed().as_millis() as u64,
         delta_reset: false,
         failed_actions,
-        conflict_details: stored.plan.conflicts.clone(),
+        conflict_details: stored.plan.conflicts,
         guards: Vec::new(),
         warnings: Vec::new(),
         error: None,
-        plan: Some(stored.plan),
+        plan: None,
     })
 }

@@ -433,21 +433,30 @@ impl Directory {
     /// and outcomes in the run's history in the same transaction: one commit per batch, and the
     /// history never misses an applied action. `applied` hears after each batch how many actions
     /// are done. Returns how many actions the directory refused.
+    ///
+    /// Each batch is let go of once it is committed: the history holds it from then on, and a
+    /// first sync's million `CreateUser`s are most of its plan, whose room the rest of the apply
+    /// (the id maps, SQLite's pages) takes over instead of adding to.
     pub async fn apply_plan(
         &self,
-        actions: &[Action],
+        actions: Vec<Action>,
         run_id: i64,
         mut applied: impl FnMut(usize),
     ) -> Result<usize, TargetError> {
         let mut done = 0;
         let mut failed = 0;
-        for batch in actions.chunks(apply_batch()) {
+        let mut actions = actions.into_iter();
+        loop {
+            let batch: Vec<Action> = actions.by_ref().take(apply_batch()).collect();
+            if batch.is_empty() {
+                break;
+            }
             let outcomes = async {
                 let mut transaction = self.begin_batch().await?;
                 let outcomes = self
-                    .apply_in(&mut transaction, batch, clock::now(), Some((run_id, done)))
+                    .apply_in(&mut transaction, &batch, clock::now(), Some((run_id, done)))
                     .await?;
-                insert_actions(&mut transaction, run_id, done, batch, &outcomes).await?;
+                insert_actions(&mut transaction, run_id, done, &batch, &outcomes).await?;
                 transaction.commit().await.doing("committing a batch")?;
                 Ok(outcomes)
             }
@@ -1228,7 +1237,7 @@ mod tests {
             user: id.clone(),
             department: Some("Support".into()),
         }));
-        let failed = directory.apply_plan(&actions, run, |_| {}).await.unwrap();
+        let failed = directory.apply_plan(actions.clone(), run, |_| {}).await.unwrap();
         assert_eq!(failed, 0);
         let state = directory.load().await.unwrap();
         assert_eq!(state.users.len(), users);
@@ -1273,7 +1282,7 @@ mod tests {
         let actions: Vec<Action> = (0..2_000)
             .map(|n| create(&format!("e{n:05}"), &format!("user{n}@contoso.example")))
             .collect();
-        directory.apply_plan(&actions, run, |_| {}).await.unwrap();
+        directory.apply_plan(actions, run, |_| {}).await.unwrap();
         // About 1 MB of users, history and changes: far under SQLite's own threshold.
         let copied = async {
             while database_bytes() < before + 500_000 {
@@ -1686,7 +1695,7 @@ mod tests {
                 department: Some("Support".into()),
             },
         ];
-        let failed = directory.apply_plan(&actions, run, |_| {}).await.unwrap();
+        let failed = directory.apply_plan(actions.into(), run, |_| {}).await.unwrap();
         assert_eq!(failed, 1);
         let state = directory.load().await.unwrap();
         let id_of = |name: &str| state.departments.iter().find(|d| d.name == name).map(|d| d.id);
