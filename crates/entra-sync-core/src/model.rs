@@ -143,12 +143,6 @@ impl EntraUser {
         }
     }
 
-    /// Lets go of the string properties, keeping the id, presence and account state: what a
-    /// whole read's commit and the planner's later steps still ask of a user once it is planned.
-    pub fn clear_properties(&mut self) {
-        self.properties = Packed::default();
-    }
-
     /// The user with `property` set to `value`, or unset by `None`; a list property gets the
     /// value added. For building users in tests and tools.
     pub fn with<'v>(mut self, property: UserProperty, value: impl Into<Option<&'v str>>) -> Self {
@@ -428,9 +422,82 @@ pub struct SourceSnapshot {
     pub groups: BTreeMap<EntraId, EntraGroup>,
 }
 
+/// Entra ids in order, packed in one text: a full round's commit needs only the ids its read
+/// named, and a million of them as strings of their own took twice the room (plus a map's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdList {
+    text: String,
+    /// The end of each id in `text`.
+    ends: Vec<usize>,
+}
+
+impl IdList {
+    /// The ids `ids` yields, which must come in order.
+    pub fn of<'i>(ids: impl ExactSizeIterator<Item = &'i str> + Clone) -> IdList {
+        let mut list = IdList {
+            text: String::with_capacity(ids.clone().map(str::len).sum()),
+            ends: Vec::with_capacity(ids.len()),
+        };
+        for id in ids {
+            debug_assert!(list.iter().next_back() < Some(id), "ids in order");
+            list.text.push_str(id);
+            list.ends.push(list.text.len());
+        }
+        list
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The ids in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
+        (0..self.ends.len()).map(|index| self.get(index))
+    }
+
+    /// Whether `id` is one of the ids.
+    pub fn contains(&self, id: &str) -> bool {
+        let (mut low, mut high) = (0, self.ends.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.get(middle).cmp(id) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
+    }
+
+    fn get(&self, index: usize) -> &str {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start..self.ends[index]]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An id list holds its ids in order and finds each, and none other.
+    #[test]
+    fn an_id_list_holds_and_finds_its_ids() {
+        let ids = ["a", "b-2", "b-3", "c", "d-long-id"];
+        let list = IdList::of(ids.iter().copied());
+        assert_eq!(list.len(), ids.len());
+        assert_eq!(list.iter().collect::<Vec<_>>(), ids);
+        for id in ids {
+            assert!(list.contains(id), "{id}");
+        }
+        for absent in ["", "0", "b", "b-20", "ca", "e"] {
+            assert!(!list.contains(absent), "{absent}");
+        }
+        assert!(!IdList::default().contains("a"));
+    }
 
     /// The snapshot's JSON keeps the shape stored rows already have: every key, in the same
     /// order, unset values as `null` and empty lists.

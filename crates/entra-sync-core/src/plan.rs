@@ -1,9 +1,9 @@
 //! The plan: a pure function of (source snapshot, target state, policy, read, now) that returns
 //! the actions to apply, each with its reason, and the records put aside as conflicts.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::ops::Deref;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use foldhash::{HashMap, HashSet};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::assign::{self, Assigned};
 use crate::guard::ReadHealth;
 use crate::map::{Attributes, Field, clean, map_user, maps_to};
-use crate::model::{EntraGroup, EntraId, EntraUser, Presence, SourceSnapshot};
+use crate::model::{EntraGroup, EntraId, EntraUser, IdList, Presence, SourceSnapshot};
 use crate::policy::{
     ExistingUsers, FieldSetting, GroupsToSync, MatchBy, OnDeleted, OnDisabled, OnOutOfScope, Policy,
 };
@@ -369,41 +369,35 @@ pub fn plan_after_read(
     plan_walking(users, &source.groups, target, policy, read, now)
 }
 
-/// [`plan_after_read`], letting go of each user's properties once it is planned (ids, presence
-/// and account state stay): for a caller that needs no more of the users afterwards, such as a
-/// whole read's commit. The snapshot's text and the plan's copy of it are then never both
-/// whole; at a million new users that is about 0.4 GB less at the plan's peak. The same plan.
-pub fn plan_after_read_releasing(
-    source: &mut SourceSnapshot,
+/// [`plan_after_read`] for a caller that needs no more of the users than their ids afterwards,
+/// such as a whole read's commit: the users are taken by value and each is let go of once it is
+/// planned, so that the snapshot and the plan's copy of its text are never both whole (at a
+/// million new users, about half a gigabyte less at the plan's peak). The same plan, and the
+/// users' ids.
+pub fn plan_after_read_taking(
+    users: BTreeMap<EntraId, EntraUser>,
+    groups: &BTreeMap<EntraId, EntraGroup>,
     target: &TargetState,
     policy: &Policy,
     read: &ReadHealth,
     now: DateTime<Utc>,
-) -> Plan {
-    let SourceSnapshot { users, groups } = source;
-    let users = users.iter_mut().map(|(id, user)| (id.as_str(), user));
-    plan_walking(users, groups, target, policy, read, now)
-}
-
-/// A snapshot user as the planner walks it: read while it is planned, then let go of.
-trait Walked: Deref<Target = EntraUser> {
-    /// The planner has taken what it keeps of the user.
-    fn planned(self);
-}
-
-impl Walked for &EntraUser {
-    fn planned(self) {}
-}
-
-impl Walked for &mut EntraUser {
-    fn planned(self) {
-        self.clear_properties();
-    }
+) -> (Plan, IdList) {
+    let ids = IdList::of(users.keys().map(String::as_str));
+    let plan = plan_walking(
+        ids.iter().zip(users.into_values()),
+        groups,
+        target,
+        policy,
+        read,
+        now,
+    );
+    (plan, ids)
 }
 
 /// The plan of [`plan_after_read`] from the snapshot's users in Entra id order, each named by
-/// its id as the planner keeps it.
-fn plan_walking<'a, U: Walked>(
+/// its id as the planner keeps it, and borrowed or owned: an owned user is let go of once it
+/// is planned.
+fn plan_walking<'a, U: Borrow<EntraUser>>(
     users: impl Iterator<Item = (&'a str, U)>,
     groups: &'a BTreeMap<EntraId, EntraGroup>,
     target: &'a TargetState,
@@ -527,6 +521,36 @@ struct Newcomer<'a> {
     department: Option<DepartmentName>,
 }
 
+/// The newcomers' match keys in one text: a string of its own each was 80 bytes a key at a
+/// million newcomers, at the plan's peak.
+#[derive(Default)]
+struct MatchKeys {
+    text: String,
+    /// Each key's kind and the end of its value in `text`.
+    ends: Vec<(MatchBy, usize)>,
+}
+
+impl MatchKeys {
+    fn push(&mut self, by: MatchBy, value: &str) {
+        self.text.push_str(value);
+        self.ends.push((by, self.text.len()));
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn get(&self, index: usize) -> (MatchBy, &str) {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before].1);
+        let (by, end) = self.ends[index];
+        (by, &self.text[start..end])
+    }
+}
+
 /// A department value, by its index in [`DepartmentNames`].
 type DepartmentName = u32;
 
@@ -606,7 +630,7 @@ impl<'a> Planner<'a> {
             .map(|index| self.linked[index].1)
     }
 
-    fn plan_users<U: Walked>(
+    fn plan_users<U: Borrow<EntraUser>>(
         &mut self,
         users: impl Iterator<Item = (&'a str, U)>,
         target: &'a TargetState,
@@ -617,15 +641,15 @@ impl<'a> Planner<'a> {
         // New users wait until all are mapped, so that a key two of them share is a conflict
         // for both whichever comes first. Their keys go in one list, `key_ends[i]` closing the
         // i-th newcomer's: a list of its own per newcomer was two allocations each, at a
-        // million newcomers.
-        // Room for every user to be one, reserved once: room never written to is address
-        // space, and growing the lists copied them, old beside new, at the plan's peak.
+        // million newcomers. Room for every user to be one is reserved once: room never
+        // written to is address space, and growing the lists copied them, old beside new.
         let most = users.size_hint().0;
         let mut newcomers: Vec<Newcomer> = Vec::with_capacity(most);
-        let mut keys: Vec<(MatchBy, String)> = Vec::with_capacity(most * self.policy.match_existing_by.len());
+        let mut keys = MatchKeys::default();
         let mut key_ends: Vec<usize> = Vec::with_capacity(most);
         let mut cursor = 0;
-        for (id, user) in users {
+        for (id, walked) in users {
+            let user = walked.borrow();
             self.ids.push(id);
             if user.presence != Presence::Present {
                 self.absent.insert(id);
@@ -639,11 +663,13 @@ impl<'a> Planner<'a> {
                 .filter(|&&(linked, _)| linked == id)
                 .map(|&(_, directory_user)| directory_user);
             if let Some(directory_user) = directory_user {
-                self.plan_linked(id, &user, directory_user);
-            } else if user.presence == Presence::Present && self.scope.decide(&user).is_in() {
-                match self.desired(&user) {
+                self.plan_linked(id, user, directory_user);
+            } else if user.presence == Presence::Present && self.scope.decide(user).is_in() {
+                match self.desired(user) {
                     Ok(attributes) => {
-                        keys.extend(match_keys(self.policy, &user, &attributes));
+                        for (by, value) in match_keys(self.policy, user, &attributes) {
+                            keys.push(by, &value);
+                        }
                         key_ends.push(keys.len());
                         let department = user.department().and_then(clean);
                         newcomers.push(Newcomer {
@@ -657,7 +683,6 @@ impl<'a> Planner<'a> {
                 }
             }
             // An unlinked user gone from Entra, or out of scope, has nothing in the directory.
-            user.planned();
         }
         for index in 0..self.linked.len() {
             let (entra_id, directory_user) = self.linked[index];
@@ -673,32 +698,33 @@ impl<'a> Planner<'a> {
             }
         }
         let keys_of =
-            |index: usize| &keys[index.checked_sub(1).map_or(0, |before| key_ends[before])..key_ends[index]];
+            |index: usize| index.checked_sub(1).map_or(0, |before| key_ends[before])..key_ends[index];
         // The keys in key order (ties by newcomer), so that the newcomers sharing one sit side
         // by side: a hash map of every key was 50 MB at a million newcomers, at the plan's peak.
         let mut in_order: Vec<usize> = (0..keys.len()).collect();
-        in_order.sort_unstable_by(|&left, &right| keys[left].cmp(&keys[right]).then(left.cmp(&right)));
+        in_order
+            .sort_unstable_by(|&left, &right| keys.get(left).cmp(&keys.get(right)).then(left.cmp(&right)));
         let holder = |key: usize| newcomers[key_ends.partition_point(|&end| end <= key)].id;
         // Hash maps: they are only asked for a key. With foldhash's hash rather than the
         // standard SipHash, which was a tenth of a million-user plan's time.
-        let mut shared: HashMap<&(MatchBy, String), Vec<&str>> = HashMap::default();
-        for run in in_order.chunk_by(|&left, &right| keys[left] == keys[right]) {
+        let mut shared: HashMap<(MatchBy, &str), Vec<&str>> = HashMap::default();
+        for run in in_order.chunk_by(|&left, &right| keys.get(left) == keys.get(right)) {
             if let [first, _, ..] = run {
-                shared.insert(&keys[*first], run.iter().map(|&key| holder(key)).collect());
+                shared.insert(keys.get(*first), run.iter().map(|&key| holder(key)).collect());
             }
         }
         // Directory users by key, limited to the keys of new users: a run without new users does
         // not index the directory at all.
-        let mut by_key: HashMap<&(MatchBy, String), Vec<&DirectoryUser>> = HashMap::default();
+        let mut by_key: HashMap<(MatchBy, &str), Vec<&DirectoryUser>> = HashMap::default();
         if !keys.is_empty() {
             for directory_user in &target.users {
                 for &by in &self.policy.match_existing_by {
                     for value in directory_keys(directory_user, by) {
-                        let key = (by, value);
-                        let Ok(found) = in_order.binary_search_by(|&held| keys[held].cmp(&key)) else {
+                        let key = (by, value.as_str());
+                        let Ok(found) = in_order.binary_search_by(|&held| keys.get(held).cmp(&key)) else {
                             continue;
                         };
-                        let users = by_key.entry(&keys[in_order[found]]).or_default();
+                        let users = by_key.entry(keys.get(in_order[found])).or_default();
                         if users.last().is_none_or(|last| last.id != directory_user.id) {
                             users.push(directory_user);
                         }
@@ -710,25 +736,26 @@ impl<'a> Planner<'a> {
         self.joined.reserve_exact(newcomers.len());
         self.created.reserve_exact(newcomers.len());
         for (index, newcomer) in newcomers.into_iter().enumerate() {
-            self.plan_newcomer(newcomer, keys_of(index), &shared, &by_key);
+            let keys = keys_of(index).map(|key| keys.get(key));
+            self.plan_newcomer(newcomer, keys, &shared, &by_key);
         }
     }
 
     /// An Entra user with no directory user linked to it yet.
-    fn plan_newcomer(
+    fn plan_newcomer<'k>(
         &mut self,
         newcomer: Newcomer<'a>,
-        keys: &[(MatchBy, String)],
-        shared: &HashMap<&(MatchBy, String), Vec<&str>>,
-        by_key: &HashMap<&(MatchBy, String), Vec<&'a DirectoryUser>>,
+        keys: impl Iterator<Item = (MatchBy, &'k str)>,
+        shared: &HashMap<(MatchBy, &str), Vec<&str>>,
+        by_key: &HashMap<(MatchBy, &str), Vec<&'a DirectoryUser>>,
     ) {
         for key in keys {
-            let (by, value) = (key.0, &key.1);
+            let (by, value) = key;
             let name = match by {
                 MatchBy::Email => "email",
                 MatchBy::Upn => "upn",
             };
-            if let Some(sharing) = shared.get(key) {
+            if let Some(sharing) = shared.get(&key) {
                 let reason = format!(
                     "{name} {value} is shared by {} Entra users ({}); none is created or linked",
                     sharing.len(),
@@ -736,7 +763,7 @@ impl<'a> Planner<'a> {
                 );
                 return self.conflict(newcomer.id, None, reason);
             }
-            match by_key.get(key).map(Vec::as_slice) {
+            match by_key.get(&key).map(Vec::as_slice) {
                 None | Some([]) => {}
                 Some([directory_user]) => match &directory_user.entra_id {
                     None if self.claimed.contains(&directory_user.id) => {
@@ -1566,14 +1593,14 @@ mod tests {
         expect: Expect,
     ) {
         let target = parse_target(target);
-        let plan = plan_releasing_too(&snapshot(source), &target, &policy, read, at);
+        let plan = plan_taking_too(&snapshot(source), &target, &policy, read, at);
         assert_touches_only_owned(&plan, &target);
         expect.assert_eq(&render(&plan));
     }
 
-    /// Plans with both entry points, checked on every plan here: the releasing one gives the
-    /// same plan and leaves each user its id, presence and account state only.
-    fn plan_releasing_too(
+    /// Plans with both entry points, checked on every plan here: the taking one gives the same
+    /// plan and the users' ids.
+    fn plan_taking_too(
         source: &SourceSnapshot,
         target: &TargetState,
         policy: &Policy,
@@ -1581,12 +1608,10 @@ mod tests {
         at: DateTime<Utc>,
     ) -> Plan {
         let plan = plan_after_read(source, target, policy, read, at);
-        let mut released = source.clone();
-        let plan_released = plan_after_read_releasing(&mut released, target, policy, read, at);
-        assert_eq!(plan, plan_released, "the releasing planner's plan differs");
-        let mut cleared = source.clone();
-        cleared.users.values_mut().for_each(EntraUser::clear_properties);
-        assert_eq!(released, cleared, "the releasing planner keeps properties");
+        let (plan_taking, ids) =
+            plan_after_read_taking(source.users.clone(), &source.groups, target, policy, read, at);
+        assert_eq!(plan, plan_taking, "the taking planner's plan differs");
+        assert!(ids.iter().eq(source.users.keys().map(String::as_str)), "{ids:?}");
         let most = most_actions(source.users.len(), &source.groups, target, policy);
         assert!(
             plan.actions.len() <= most,

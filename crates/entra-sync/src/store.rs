@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entra_sync_core::fold::Touched;
-use entra_sync_core::model::{EntraGroup, EntraId, EntraUser, SourceSnapshot};
+use entra_sync_core::model::{EntraGroup, EntraUser, IdList, SourceSnapshot};
 use entra_sync_core::plan::{Action, Conflict, Plan, PlanCounts};
 use serde::Serialize;
 use sqlx::sqlite::{
@@ -1110,7 +1110,7 @@ pub enum SourceWrite<'a> {
     /// A full round whose users a [`SourceUsersWriter`] stored as they were read, named here by
     /// their ids in order (the snapshot's users are not needed again): the stored users it did
     /// not read are deleted, and the snapshot's groups replace the stored ones.
-    WholeRead(&'a [EntraId]),
+    WholeRead(&'a IdList),
     /// A delta round: only these objects changed.
     Touched(&'a Touched),
 }
@@ -1298,7 +1298,7 @@ async fn upsert_source_rows<T: Serialize + HasEntraId>(
 async fn stored_ids_not_in(
     transaction: &mut sqlx::Transaction<'_, Sqlite>,
     connection_id: i64,
-    read: &[EntraId],
+    read: &IdList,
 ) -> Result<Vec<String>, StoreError> {
     let mut gone = Vec::new();
     let mut after = String::new();
@@ -1318,11 +1318,7 @@ async fn stored_ids_not_in(
             return Ok(gone);
         };
         // Entra ids are GUIDs: no line break inside one.
-        gone.extend(
-            ids.split('\n')
-                .filter(|id| read.binary_search_by(|read| read.as_str().cmp(id)).is_err())
-                .map(str::to_owned),
-        );
+        gone.extend(ids.split('\n').filter(|id| !read.contains(id)).map(str::to_owned));
         after = last;
     }
 }
@@ -1557,7 +1553,7 @@ mod tests {
             .commit_source(
                 connection_id,
                 snapshot,
-                SourceWrite::WholeRead(&snapshot.users.keys().cloned().collect::<Vec<_>>()),
+                SourceWrite::WholeRead(&IdList::of(snapshot.users.keys().map(String::as_str))),
                 links,
                 &RunMark::default(),
                 crate::clock::now(),
@@ -1581,7 +1577,7 @@ mod tests {
             groups: Default::default(),
         };
         save_whole_read(&store, state.id, &snapshot, &DeltaLinks::default()).await;
-        let read: Vec<EntraId> = snapshot.users.keys().cloned().collect();
+        let read = IdList::of(snapshot.users.keys().map(String::as_str));
         sqlx::query("CREATE TABLE scratch (at INTEGER)")
             .execute(&store.pool)
             .await
