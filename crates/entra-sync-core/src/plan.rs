@@ -407,8 +407,8 @@ fn plan_walking<'a, U: Borrow<EntraUser>>(
 ) -> Plan {
     let mut planner = Planner::new(groups, target, policy, now);
     // Room for the most actions the plan can hold, reserved once: growing the buffer copied
-    // it whole, old beside new, and at a million users the last copy came at the plan's peak
-    // (0.13 GB beside 0.16 GB). Room never written to is address space, not memory.
+    // it whole, old beside new (at a million users, 0.13 GB beside 0.16 GB). Room never
+    // written to is address space, not memory.
     let room = most_actions(users.size_hint().0, groups, target, policy);
     planner.plan.actions.reserve_exact(room);
     planner.plan_users(users, target, read.full_round && read.complete);
@@ -495,10 +495,11 @@ struct Planner<'a> {
     joined: Vec<&'a str>,
     /// Entra users this plan creates, in order: their department is in their `CreateUser`.
     created: Vec<&'a str>,
-    /// The sets below are only asked whether they hold one: hash sets with a fast hash.
     /// Directory users claimed by a link in this plan, so two Entra users never link to one.
     claimed: BTreeSet<DirectoryId>,
-    /// Linked users out of scope and kept: the sync changes nothing of theirs, memberships included.
+    /// Linked users out of scope and kept: the sync changes nothing of theirs, memberships
+    /// included. This set and the two below are only asked whether they hold a user: hash sets
+    /// with a fast hash.
     frozen: HashSet<&'a str>,
     /// Users this plan deletes or purges: their memberships and department go with them.
     removed: HashSet<&'a str>,

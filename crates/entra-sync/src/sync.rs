@@ -436,15 +436,8 @@ async fn execute(
     // of their text are never both whole (about half a gigabyte less at a million new users).
     let (plan, read_users) = if full {
         let users = std::mem::take(&mut snapshot.users);
-        let policy = &connection.policy;
-        plan_after_read_taking(
-            users,
-            &snapshot.groups,
-            &target_state,
-            policy,
-            &read,
-            clock::now(),
-        )
+        let (groups, policy) = (&snapshot.groups, &connection.policy);
+        plan_after_read_taking(users, groups, &target_state, policy, &read, clock::now())
     } else {
         let plan = plan_after_read(&snapshot, &target_state, &connection.policy, &read, clock::now());
         (plan, IdList::default())

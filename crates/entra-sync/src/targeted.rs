@@ -186,7 +186,7 @@ async fn pull(
     let directory = Directory::new(store, state.organization_id)
         .with_welcome(Welcome::for_connection(connection, Some(summary.run_id)));
     let target = directory.load().await?;
-    let mut plan = narrow(
+    let plan = narrow(
         plan(&snapshot, &target, &connection.policy, clock::now()),
         &target,
         &users,
@@ -215,9 +215,7 @@ async fn pull(
         summary.hold_for_approval(store, state.id, plan).await?;
         return Ok(());
     }
-    summary.failed_actions = directory
-        .apply_plan(std::mem::take(&mut plan.actions), summary.run_id, |_| {})
-        .await?;
+    summary.failed_actions = directory.apply_plan(plan.actions, summary.run_id, |_| {}).await?;
     store.save_source_objects(state.id, &snapshot, &touched).await?;
     Ok(())
 }
