@@ -9,7 +9,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::delta::{Patch, RemovalReason};
-use crate::packed::Packed;
+use crate::packed::{Packed, Strings};
 
 /// An Entra object id (a GUID string, kept as Graph sends it).
 pub type EntraId = String;
@@ -426,56 +426,47 @@ pub struct SourceSnapshot {
 /// named, and a million of them as strings of their own took twice the room (plus a map's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IdList {
-    text: String,
-    /// The end of each id in `text`.
-    ends: Vec<usize>,
+    ids: Strings,
 }
 
 impl IdList {
     /// The ids `ids` yields, which must come in order.
     pub fn of<'i>(ids: impl ExactSizeIterator<Item = &'i str> + Clone) -> IdList {
         let mut list = IdList {
-            text: String::with_capacity(ids.clone().map(str::len).sum()),
-            ends: Vec::with_capacity(ids.len()),
+            ids: Strings::with_capacity(ids.len(), ids.clone().map(str::len).sum()),
         };
         for id in ids {
             debug_assert!(list.iter().next_back() < Some(id), "ids in order");
-            list.text.push_str(id);
-            list.ends.push(list.text.len());
+            list.ids.push(id);
         }
         list
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.ids.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.ids.len() == 0
     }
 
     /// The ids in order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
-        (0..self.ends.len()).map(|index| self.get(index))
+        self.ids.iter()
     }
 
     /// Whether `id` is one of the ids.
     pub fn contains(&self, id: &str) -> bool {
-        let (mut low, mut high) = (0, self.ends.len());
+        let (mut low, mut high) = (0, self.ids.len());
         while low < high {
             let middle = low + (high - low) / 2;
-            match self.get(middle).cmp(id) {
+            match self.ids.get(middle).cmp(id) {
                 std::cmp::Ordering::Less => low = middle + 1,
                 std::cmp::Ordering::Greater => high = middle,
                 std::cmp::Ordering::Equal => return true,
             }
         }
         false
-    }
-
-    fn get(&self, index: usize) -> &str {
-        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
-        &self.text[start..self.ends[index]]
     }
 }
 

@@ -67,6 +67,43 @@ impl Packed {
     }
 }
 
+/// Strings in one text, each closed by its end offset: a list of a million short strings as
+/// `String`s costs an allocation and 24 bytes each beside their text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Strings {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Strings {
+    /// An empty list with room for `count` strings of `bytes` bytes in all.
+    pub(crate) fn with_capacity(count: usize, bytes: usize) -> Strings {
+        Strings {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(count),
+        }
+    }
+
+    pub(crate) fn push(&mut self, value: &str) {
+        self.text.push_str(value);
+        self.ends.push(self.text.len());
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub(crate) fn get(&self, index: usize) -> &str {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start..self.ends[index]]
+    }
+
+    /// The strings in order.
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
+        (0..self.ends.len()).map(|index| self.get(index))
+    }
+}
+
 fn entry_tag(entry: u32) -> u32 {
     entry & ((1 << TAG_BITS) - 1)
 }
@@ -93,5 +130,18 @@ mod tests {
         assert_eq!(packed.values(31).collect::<Vec<_>>(), [""]);
         assert_eq!(packed.values(3).count(), 0);
         assert_eq!(Packed::new(Vec::new()), Packed::default());
+    }
+
+    /// Strings come back in the order they were pushed, empty ones included.
+    #[test]
+    fn strings_come_back_in_order() {
+        let mut strings = Strings::with_capacity(4, 6);
+        for value in ["ab", "", "c", "def"] {
+            strings.push(value);
+        }
+        assert_eq!(strings.len(), 4);
+        assert_eq!(strings.get(1), "");
+        assert_eq!(strings.iter().collect::<Vec<_>>(), ["ab", "", "c", "def"]);
+        assert_eq!(Strings::default().iter().count(), 0);
     }
 }

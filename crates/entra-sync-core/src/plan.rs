@@ -13,6 +13,7 @@ use crate::assign::{self, Assigned};
 use crate::guard::ReadHealth;
 use crate::map::{Attributes, Field, clean, map_user, maps_to};
 use crate::model::{EntraGroup, EntraId, EntraUser, IdList, Presence, SourceSnapshot};
+use crate::packed::Strings;
 use crate::policy::{
     ExistingUsers, FieldSetting, GroupsToSync, MatchBy, OnDeleted, OnDisabled, OnOutOfScope, Policy,
 };
@@ -522,33 +523,30 @@ struct Newcomer<'a> {
     department: Option<DepartmentName>,
 }
 
-/// The newcomers' match keys in one text: a string of its own each was 80 bytes a key at a
-/// million newcomers, at the plan's peak.
+/// The newcomers' match keys, their values in one text: a string of its own each was 80 bytes a
+/// key at a million newcomers, at the plan's peak.
 #[derive(Default)]
 struct MatchKeys {
-    text: String,
-    /// Each key's kind and the end of its value in `text`.
-    ends: Vec<(MatchBy, usize)>,
+    values: Strings,
+    kinds: Vec<MatchBy>,
 }
 
 impl MatchKeys {
     fn push(&mut self, by: MatchBy, value: &str) {
-        self.text.push_str(value);
-        self.ends.push((by, self.text.len()));
+        self.values.push(value);
+        self.kinds.push(by);
     }
 
     fn len(&self) -> usize {
-        self.ends.len()
+        self.kinds.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.kinds.is_empty()
     }
 
     fn get(&self, index: usize) -> (MatchBy, &str) {
-        let start = index.checked_sub(1).map_or(0, |before| self.ends[before].1);
-        let (by, end) = self.ends[index];
-        (by, &self.text[start..end])
+        (self.kinds[index], self.values.get(index))
     }
 }
 
@@ -1097,27 +1095,32 @@ impl<'a> Planner<'a> {
         for (&department, &count) in &target.settled.department_members {
             *members.entry(department).or_default() += count;
         }
-        let mut created: BTreeSet<String> = BTreeSet::new();
         let departments = std::mem::take(&mut self.departments);
         let names = std::mem::take(&mut self.department_names);
+        // Each value's lowercase once, not once a user.
+        let lowercase: Vec<String> = names.names.iter().map(|name| name.to_lowercase()).collect();
+        let mut created: BTreeSet<&str> = BTreeSet::new();
         // Both in id order: the created users are found by walking them alongside.
         let created_users = std::mem::take(&mut self.created);
         let mut created_users = created_users.iter().peekable();
-        for (&entra_id, &wanted) in &departments {
-            let wanted = wanted.map(|index| names.name(index));
+        for (&entra_id, &wanted_index) in &departments {
+            let wanted = wanted_index.map(|index| names.name(index));
             let current = self.linked_user(entra_id).and_then(|user| user.department);
-            let wanted_id = match wanted {
-                Some(name) => match existing.get(&name.to_lowercase()) {
-                    Some(department) => Some(department.id),
-                    None => {
-                        if created.insert(name.to_lowercase()) {
-                            self.plan.actions.push(Action::CreateDepartment {
-                                name: name.to_owned(),
-                            });
+            let wanted_id = match wanted_index {
+                Some(index) => {
+                    let lower = lowercase[index as usize].as_str();
+                    match existing.get(lower) {
+                        Some(department) => Some(department.id),
+                        None => {
+                            if created.insert(lower) {
+                                self.plan.actions.push(Action::CreateDepartment {
+                                    name: names.name(index).to_owned(),
+                                });
+                            }
+                            None
                         }
-                        None
                     }
-                },
+                }
                 None => None,
             };
             while created_users.next_if(|&&user| user < entra_id).is_some() {}
@@ -1789,6 +1792,7 @@ mod tests {
         sort_actions(&mut actions);
         assert_eq!(actions, stable);
     }
+
     #[test]
     fn creates_new_users() {
         check(
